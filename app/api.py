@@ -1,0 +1,222 @@
+"""The JSON API under ``/api`` (documented in ``docs/openapi.yaml``)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, request, send_file
+
+from app import store
+from app.config import PROJECT_ROOT
+from app.replay import TargetRefused, replay
+from app.services import current_services
+from app.urls import capture_url, view_url
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _error(status: int, message: str) -> tuple[Response, int]:
+    return jsonify({"error": message}), status
+
+
+@bp.errorhandler(404)
+def _not_found(_exc: Exception) -> tuple[Response, int]:
+    return _error(404, "not found")
+
+
+@bp.errorhandler(405)
+def _not_allowed(_exc: Exception) -> tuple[Response, int]:
+    return _error(405, "method not allowed")
+
+
+@bp.errorhandler(413)
+def _too_large(_exc: Exception) -> tuple[Response, int]:
+    return _error(413, "request body too large")
+
+
+def public_request(item: dict[str, Any]) -> dict[str, Any]:
+    """A stored request as the API shows it (internal sequence number left out)."""
+    return {k: v for k, v in item.items() if k != "seq"}
+
+
+def public_bin(bin_: dict[str, Any]) -> dict[str, Any]:
+    """A bin with its absolute URLs."""
+    return {**bin_, "capture_url": capture_url(bin_["id"]), "view_url": view_url(bin_["id"])}
+
+
+def public_attempt(attempt: dict[str, Any]) -> dict[str, Any]:
+    """An attempt with its body as base64 (and as text when it is UTF-8)."""
+    body: bytes = attempt["body"]
+    out = {k: v for k, v in attempt.items() if k != "body"}
+    out["body_base64"] = base64.b64encode(body).decode()
+    try:
+        out["body_text"] = body.decode("utf-8")
+    except UnicodeDecodeError:
+        out["body_text"] = None
+    return out
+
+
+def _json_body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        response = jsonify({"error": "expected a JSON object body"})
+        response.status_code = 400
+        abort(response)
+    return data
+
+
+def _bin_or_404(bin_id: str) -> dict[str, Any]:
+    found = store.get_bin(current_services().engine, bin_id)
+    if found is None:
+        abort(404)
+    return found
+
+
+def _request_or_404(request_id: str) -> dict[str, Any]:
+    found = store.get_request(current_services().engine, request_id)
+    if found is None:
+        abort(404)
+    return found
+
+
+@bp.post("/bins")
+def create_bin() -> tuple[Response, int]:
+    """Create a bin."""
+    return jsonify(public_bin(store.create_bin(current_services().engine))), 201
+
+
+@bp.get("/bins/<bin_id>")
+def get_bin(bin_id: str) -> Response:
+    """One bin."""
+    return jsonify(public_bin(_bin_or_404(bin_id)))
+
+
+@bp.patch("/bins/<bin_id>")
+def patch_bin(bin_id: str) -> Response | tuple[Response, int]:
+    """Change a bin's forward target and auto-forward switch."""
+    _bin_or_404(bin_id)
+    data = _json_body()
+    changes: dict[str, Any] = {}
+    if "forward_url" in data:
+        url = data["forward_url"]
+        if url is not None and not isinstance(url, str):
+            return _error(400, "forward_url must be a string or null")
+        changes["forward_url"] = (url or "").strip() or None
+    if "auto_forward" in data:
+        if not isinstance(data["auto_forward"], bool):
+            return _error(400, "auto_forward must be true or false")
+        changes["auto_forward"] = data["auto_forward"]
+    services = current_services()
+    updated = store.update_bin(services.engine, bin_id, **changes)
+    services.bins.forget(bin_id)
+    return jsonify(public_bin(updated or {}))
+
+
+@bp.delete("/bins/<bin_id>")
+def delete_bin(bin_id: str) -> tuple[str, int]:
+    """Delete a bin and everything in it."""
+    services = current_services()
+    if not store.delete_bin(services.engine, bin_id):
+        abort(404)
+    services.bins.forget(bin_id)
+    return "", 204
+
+
+@bp.delete("/bins/<bin_id>/requests")
+def clear_bin(bin_id: str) -> Response:
+    """Delete every request of a bin."""
+    _bin_or_404(bin_id)
+    return jsonify({"deleted": store.clear_bin(current_services().engine, bin_id)})
+
+
+@bp.get("/bins/<bin_id>/requests")
+def list_requests(bin_id: str) -> Response | tuple[Response, int]:
+    """A page of a bin's requests, newest first."""
+    _bin_or_404(bin_id)
+    services = current_services()
+    try:
+        limit = int(request.args.get("limit", services.settings.page_size))
+    except ValueError:
+        return _error(400, "limit must be a number")
+    limit = max(1, min(limit, 500))
+    before = request.args.get("before")
+    before_seq = None
+    if before:
+        before_seq = store.seq_from_id(before)
+        if before_seq is None:
+            return _error(400, "before must be a request id")
+    items = store.list_requests(services.engine, bin_id, limit=limit, before_seq=before_seq)
+    next_cursor = items[-1]["id"] if len(items) == limit else None
+    return jsonify({"items": [public_request(i) for i in items], "next": next_cursor})
+
+
+@bp.get("/requests/<request_id>")
+def get_request(request_id: str) -> Response:
+    """One captured request (without its body)."""
+    return jsonify(public_request(_request_or_404(request_id)))
+
+
+@bp.delete("/requests/<request_id>")
+def delete_request(request_id: str) -> tuple[str, int]:
+    """Delete one captured request."""
+    if not store.delete_request(current_services().engine, request_id):
+        abort(404)
+    return "", 204
+
+
+@bp.get("/requests/<request_id>/body")
+def get_body(request_id: str) -> Response:
+    """The exact bytes captured, as a download that no browser will render."""
+    import io
+
+    item = _request_or_404(request_id)
+    data = store.get_body(current_services().engine, item["seq"])
+    response = send_file(
+        io.BytesIO(data),
+        mimetype="application/octet-stream",
+        as_attachment=True,
+        download_name=f"request-{request_id}.bin",
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/requests/<request_id>/attempts")
+def list_attempts(request_id: str) -> Response:
+    """Every replay/forward attempt of a request, newest first."""
+    item = _request_or_404(request_id)
+    attempts = store.list_attempts(current_services().engine, item["seq"])
+    return jsonify({"items": [public_attempt(a) for a in attempts]})
+
+
+@bp.post("/requests/<request_id>/replay")
+def replay_request(request_id: str) -> tuple[Response, int]:
+    """Replay a request to ``url`` (default: the bin's forward URL)."""
+    item = _request_or_404(request_id)
+    data = request.get_json(silent=True) or {}
+    if not isinstance(data, dict):
+        return _error(400, "expected a JSON object body")
+    url = data.get("url")
+    services = current_services()
+    if not url:
+        url = (store.get_bin(services.engine, item["bin_id"]) or {}).get("forward_url")
+    if not isinstance(url, str) or not url:
+        return _error(400, "give a target url (or set the bin's forward_url)")
+    try:
+        attempt = replay(services, item, url, request_host=request.host)
+    except TargetRefused as exc:
+        return _error(422, str(exc))
+    payload = public_attempt(attempt)
+    if attempt["status"] is None:
+        return jsonify({**payload, "error": attempt["error"]}), 502
+    return jsonify(payload), 200
+
+
+@bp.get("/openapi.yaml")
+def openapi() -> Response:
+    """The OpenAPI description of this API."""
+    text = (PROJECT_ROOT / "docs" / "openapi.yaml").read_text(encoding="utf-8")
+    return Response(text, mimetype="application/yaml")

@@ -1,0 +1,198 @@
+"""The capture path: a plain WSGI app in front of Flask for ``/h/<bin>/...``.
+
+This is the hot path, so it skips Flask's routing, sessions and request parsing altogether: it
+looks the bin up, reads the body with a hard cap, hands the capture to the commit batcher, and
+answers only once the capture is durable. Nothing a sender controls reaches a header of ours.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from app import store, wireheaders
+from app.services import Services
+
+log = logging.getLogger(__name__)
+
+CAPTURE_PREFIX = "/h/"
+_READ_CHUNK = 64 * 1024
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_COMMON_HEADERS = [
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    # A capture URL is an API endpoint, never a page: nothing it answers may run in a browser.
+    ("Content-Security-Policy", "sandbox; default-src 'none'"),
+    # Browser-based senders may post here from any origin; capture answers carry no credentials.
+    ("Access-Control-Allow-Origin", "*"),
+]
+
+
+class BodyTooLarge(Exception):
+    """The body is larger than HOOKBIN_MAX_BODY_BYTES."""
+
+
+def _answer(
+    start_response: StartResponse,
+    environ: dict[str, Any],
+    status: str,
+    payload: dict[str, Any],
+    extra: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    body = json.dumps(payload).encode() + b"\n"
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        *_COMMON_HEADERS,
+        *(extra or []),
+    ]
+    start_response(status, headers)
+    return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+
+
+def split_capture_path(raw_path: str) -> tuple[str, str] | None:
+    """``/h/<bin>/rest`` -> (bin id, "/rest"); the sub-path is "/" when there is none."""
+    if not raw_path.startswith(CAPTURE_PREFIX):
+        return None
+    rest = raw_path[len(CAPTURE_PREFIX) :]
+    bin_id, slash, sub = rest.partition("/")
+    if not bin_id:
+        return None
+    return bin_id, "/" + sub if slash else "/"
+
+
+def _raw_target(environ: dict[str, Any]) -> tuple[str, str]:
+    # RAW_URI (gunicorn) / REQUEST_URI (werkzeug) keep the path exactly as sent, percent-escapes
+    # and all; PATH_INFO has been decoded.
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        if "://" in raw.split("?", 1)[0]:  # absolute-form request target
+            raw = "/" + raw.split("://", 1)[1].partition("/")[2]
+        path, _, query = raw.partition("?")
+        return path, query
+    return environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", "")
+
+
+def headers_from_environ(environ: dict[str, Any]) -> list[tuple[str, str]]:
+    """The best header list WSGI alone can give: merged repeats, order unknown, case lost."""
+    out = []
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            out.append((key[5:].replace("_", "-").title(), value))
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            out.append((key.replace("_", "-").title(), value))
+    return out
+
+
+def read_body(environ: dict[str, Any], limit: int) -> bytes:
+    """Read the request body, refusing (without reading it all) when it exceeds ``limit``."""
+    stream = environ["wsgi.input"]
+    length_header = environ.get("CONTENT_LENGTH") or ""
+    if length_header.strip():
+        length = int(length_header)
+        if length > limit:
+            raise BodyTooLarge
+        return stream.read(length) if length else b""
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if not chunked and not environ.get("wsgi.input_terminated"):
+        return b""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = stream.read(_READ_CHUNK)
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        parts.append(chunk)
+
+
+def make_capture_app(services: Services) -> WSGIApp:
+    """The WSGI app that captures every request below ``/h/<bin id>``."""
+    settings = services.settings
+
+    def capture(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        wire = wireheaders.take(environ)
+        raw_path, query = _raw_target(environ)
+        parts = split_capture_path(raw_path)
+        if parts is None:
+            return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
+        bin_id, sub_path = parts
+        services.ensure_started()
+        bin_ = services.bins.get(bin_id)
+        if bin_ is None:
+            return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
+
+        try:
+            body = read_body(environ, settings.max_body_bytes)
+        except BodyTooLarge:
+            return _answer(
+                start_response,
+                environ,
+                "413 Content Too Large",
+                {"error": f"body larger than {settings.max_body_bytes} bytes"},
+                [("Connection", "close")],
+            )
+        except ValueError:
+            return _answer(
+                start_response, environ, "400 Bad Request", {"error": "bad Content-Length"}
+            )
+
+        headers = wire if wire is not None else headers_from_environ(environ)
+        capture_row = store.Capture(
+            bin_id=bin_id,
+            method=environ["REQUEST_METHOD"],
+            path=sub_path,
+            query_string=query,
+            headers=headers,
+            header_source="wire" if wire is not None else "environ",
+            content_type=environ.get("CONTENT_TYPE") or None,
+            body=body,
+            remote_addr=environ.get("REMOTE_ADDR"),
+            received_at=store.utcnow(),
+        )
+        try:
+            stored = services.batcher.submit(capture_row)
+        except Exception:  # noqa: BLE001 - tell the sender to retry; nothing was acknowledged
+            log.exception("could not store a capture for bin %s", bin_id)
+            return _answer(
+                start_response,
+                environ,
+                "503 Service Unavailable",
+                {"error": "could not store the request; retry"},
+                [("Retry-After", "1")],
+            )
+        if stored is None:
+            services.bins.forget(bin_id)
+            return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
+
+        if bin_["auto_forward"] and bin_["forward_url"]:
+            services.forwarder.enqueue(stored.id, bin_["forward_url"])
+        return _answer(
+            start_response,
+            environ,
+            "200 OK",
+            {"ok": True, "request_id": stored.id},
+            [("X-Hookbin-Request-Id", stored.id)],
+        )
+
+    return capture
+
+
+class CaptureDispatcher:
+    """Send ``/h/...`` to the capture app and everything else to Flask."""
+
+    def __init__(self, capture_app: WSGIApp, flask_app: WSGIApp) -> None:
+        self.capture_app = capture_app
+        self.flask_app = flask_app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "").startswith(CAPTURE_PREFIX):
+            return self.capture_app(environ, start_response)
+        return self.flask_app(environ, start_response)

@@ -1,0 +1,111 @@
+"""Every setting Hookbin reads, in one place.
+
+Settings come from ``HOOKBIN_*`` environment variables. Each has a documented default so that a
+fresh checkout runs on SQLite with no configuration at all. The README lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {value!r}")
+
+
+def _default_database_url() -> str:
+    return f"sqlite:///{PROJECT_ROOT / 'instance' / 'hookbin.sqlite3'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Hookbin's settings. Field names map to ``HOOKBIN_<NAME>`` environment variables."""
+
+    #: SQLAlchemy URL. SQLite is the embedded default; use postgresql+psycopg://... to scale out.
+    database_url: str = field(default_factory=_default_database_url)
+    #: Absolute base URL that capture and view URLs are built on (e.g. https://hooks.example.com).
+    #: Empty means "the Host the browser used".
+    public_url: str = ""
+    #: Largest request body accepted on a capture URL, in bytes (GitHub sends at most 25 MiB).
+    max_body_bytes: int = 25 * 1024 * 1024
+    #: SQLite ``synchronous`` mode. FULL makes every acknowledged capture survive power loss;
+    #: commits are batched, so the cost is one fsync per batch, not per request.
+    sqlite_synchronous: str = "FULL"
+    #: Longest a capture waits for more requests to join its commit batch, in milliseconds.
+    #: 0 means "commit whatever has queued up as soon as the previous commit is done".
+    commit_linger_ms: float = 0.0
+    #: Largest number of captured requests committed in one transaction.
+    commit_batch_max: int = 256
+    #: Directory for the SQLite cross-process notification sockets. Empty: next to the database.
+    run_dir: str = ""
+    #: How often (seconds) every live viewer re-checks the store, as a safety net under push.
+    stream_poll_seconds: float = 5.0
+    #: Replay/forward: allow loopback and private-network targets (localhost dev servers).
+    #: Turn off on a public instance. Link-local and cloud metadata addresses are always refused.
+    allow_private_targets: bool = True
+    #: Replay/forward: seconds before a target that does not answer is given up on.
+    replay_timeout_seconds: float = 10.0
+    #: Replay/forward: bytes of the target's answer that are read and kept.
+    replay_max_response_bytes: int = 1024 * 1024
+    #: Replay/forward: verify TLS certificates of https targets.
+    replay_verify_tls: bool = True
+    #: Port this instance listens on (``hookbin serve`` sets it). Replays to it are refused when
+    #: they aim at a capture URL, so a bin can never forward to itself in a loop.
+    listen_port: int = 8000
+    #: Number of reverse proxies in front of Hookbin whose X-Forwarded-* headers are trusted.
+    proxy_hops: int = 0
+    #: Write gunicorn's access log to stderr.
+    access_log: bool = True
+    #: Requests shown per page in the UI and the default API page size.
+    page_size: int = 50
+    #: Secret used to sign the UI's flash messages. Random per process when unset.
+    secret_key: str = ""
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        """Build settings from ``HOOKBIN_*`` variables, falling back to the defaults above."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f"HOOKBIN_{f.name.upper()}")
+            if raw is None:
+                continue
+            # Fields built by a factory (the database URL) are strings.
+            default = "" if f.default is MISSING else f.default
+            try:
+                values[f.name] = _convert(raw, default)
+            except ValueError as exc:
+                raise ValueError(f"HOOKBIN_{f.name.upper()}: {exc}") from None
+        return cls(**values)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the store is an SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+    def notify_dir(self) -> Path:
+        """Where SQLite-mode workers keep their notification sockets."""
+        if self.run_dir:
+            return Path(self.run_dir)
+        db_path = self.database_url.split("///", 1)[-1] if self.is_sqlite else ""
+        base = Path(db_path).parent if db_path and db_path != ":memory:" else Path("/tmp")
+        return base / "hookbin-run"
+
+
+def _convert(raw: str, default: object) -> object:
+    if isinstance(default, bool):
+        return _bool(raw)
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw

@@ -1,0 +1,134 @@
+"""Database schema and engine construction.
+
+The schema is SQLAlchemy Core: the capture path inserts plain rows in batches and reads them back as
+dictionaries, so an ORM's identity map would only cost time. Alembic migrations in ``migrations/``
+create exactly these tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+bins = sa.Table(
+    "bins",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # Default replay/forward target, remembered per bin.
+    sa.Column("forward_url", sa.Text, nullable=True),
+    sa.Column("auto_forward", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# One row per named sequence. Writers bump it inside their transaction, which both hands out
+# request sequence numbers and serialises writers, so sequence order is commit order: a viewer that
+# has seen request N can never later find a committed request below N.
+counters = sa.Table(
+    "counters",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+requests = sa.Table(
+    "requests",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    # Public id: the sequence in fixed-width hex (sorts in capture order) plus 80 random bits, so
+    # that knowing one request id reveals nothing about other bins' requests.
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column(
+        "bin_id", sa.String(64), sa.ForeignKey("bins.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("method", sa.String(64), nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("query_string", sa.Text, nullable=False),
+    # [[name, value], ...] in arrival order, repeats kept.
+    sa.Column("headers", sa.JSON, nullable=False),
+    sa.Column("header_source", sa.String(16), nullable=False),
+    sa.Column("content_type", sa.Text, nullable=True),
+    sa.Column("body_size", sa.BigInteger, nullable=False),
+    sa.Column("remote_addr", sa.String(64), nullable=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_requests_bin_seq", "bin_id", "seq"),
+)
+
+# Bodies live apart from the request rows so that listing a bin never drags megabytes along.
+request_bodies = sa.Table(
+    "request_bodies",
+    metadata,
+    sa.Column(
+        "request_seq",
+        sa.BigInteger,
+        sa.ForeignKey("requests.seq", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "request_seq",
+        sa.BigInteger,
+        sa.ForeignKey("requests.seq", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("kind", sa.String(16), nullable=False),  # "replay" or "forward"
+    sa.Column("method", sa.String(64), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.Integer, nullable=True),
+    sa.Column("response_headers", sa.JSON, nullable=False),
+    sa.Column("response_body", sa.LargeBinary, nullable=False),
+    sa.Column("response_size", sa.BigInteger, nullable=False),
+    sa.Column("truncated", sa.Boolean, nullable=False),
+    sa.Column("elapsed_ms", sa.Float, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Index("ix_attempts_request", "request_seq", "id"),
+)
+
+
+def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
+    """Create the engine for ``url``; SQLite files get WAL, foreign keys and explicit locking."""
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+    path = url.split("///", 1)[-1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=10
+    )
+    synchronous = sqlite_synchronous.upper()
+    if synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        raise ValueError(f"HOOKBIN_SQLITE_SYNCHRONOUS must be OFF/NORMAL/FULL/EXTRA, not {synchronous}")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (see below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
+        # Writers take the write lock up front (BEGIN IMMEDIATE): a deferred transaction that reads
+        # and then writes can fail with SQLITE_BUSY instead of waiting its turn.
+        if conn.get_execution_options().get("sqlite_immediate"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine

@@ -1,0 +1,112 @@
+"""The long-lived parts of one Hookbin process, wired together once per app.
+
+Capture -> store (through the commit batcher) -> publish (hub + notifier) -> render (views). Flask
+views reach these through ``current_services()``; tests and the capture WSGI app get them directly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from flask import current_app
+from sqlalchemy.engine import Engine
+
+from app import store
+from app.bincache import BinCache
+from app.config import Settings
+from app.db import make_engine
+from app.forwarder import Forwarder
+from app.live import Hub
+from app.outbound.policy import TargetPolicy
+from app.pubsub import Notifier, make_notifier
+from app.writer import CommitBatcher
+
+
+@dataclass
+class Services:
+    """Everything a request handler needs besides the request."""
+
+    settings: Settings
+    engine: Engine
+    notifier: Notifier
+    hub: Hub
+    batcher: CommitBatcher[store.Capture, store.Stored | None]
+    bins: BinCache
+    forwarder: Forwarder
+    _started_pid: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ensure_started(self) -> None:
+        """Start listening for other processes' notifications (once per process, after fork)."""
+        if self._started_pid == os.getpid():
+            return
+        with self._lock:
+            if self._started_pid != os.getpid():
+                self.notifier.start(self.hub.wake)
+                self._started_pid = os.getpid()
+
+    def target_policy(self, request_host: str | None = None) -> TargetPolicy:
+        """The replay/forward policy, refusing this server's own capture URLs."""
+        hosts = []
+        if self.settings.public_url:
+            from urllib.parse import urlsplit
+
+            hosts.append(urlsplit(self.settings.public_url).netloc)
+        if request_host:
+            hosts.append(request_host)
+        return TargetPolicy(
+            allow_private=self.settings.allow_private_targets,
+            forbidden_hosts=tuple(hosts),
+            own_ports=(self.settings.listen_port,),
+        )
+
+    def close(self) -> None:
+        """Release sockets and connections (tests call this)."""
+        self.notifier.close()
+        self.engine.dispose()
+
+
+def build_services(settings: Settings) -> Services:
+    """Create the engine, writer, hub and notifier for ``settings``."""
+    engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    notifier = make_notifier(settings)
+    hub = Hub(
+        fetch_after=lambda b, after, limit: store.requests_after(engine, b, after, limit=limit),
+        last_seq=lambda b: store.last_seq(engine, b),
+        poll_seconds=settings.stream_poll_seconds,
+    )
+
+    def commit(batch: Sequence[store.Capture]) -> list[store.Stored | None]:
+        results = store.insert_captures(engine, batch, notify_sql=notifier.notify_sql)
+        touched = sorted({c.bin_id for c, r in zip(batch, results, strict=True) if r is not None})
+        for bin_id in touched:
+            hub.wake(bin_id)
+        notifier.published(touched)
+        return results
+
+    batcher: CommitBatcher[store.Capture, store.Stored | None] = CommitBatcher(
+        commit,
+        batch_max=settings.commit_batch_max,
+        linger_seconds=settings.commit_linger_ms / 1000.0,
+    )
+    services = Services(
+        settings=settings,
+        engine=engine,
+        notifier=notifier,
+        hub=hub,
+        batcher=batcher,
+        bins=BinCache(lambda b: store.get_bin(engine, b)),
+        forwarder=None,  # type: ignore[arg-type]  # set just below; it needs the services
+    )
+    services.forwarder = Forwarder(services)
+    return services
+
+
+def current_services() -> Services:
+    """The services of the Flask app handling the current request."""
+    services: Services = current_app.extensions["hookbin"]
+    services.ensure_started()
+    return services

@@ -1,0 +1,84 @@
+"""Live streams over websockets (flask-sock).
+
+* ``/api/bins/<id>/stream[?after=ID]`` - one JSON text frame per captured request.
+* ``/bins/<id>/live[?after=ID]`` - the same stream as HTML fragments for the htmx ws extension.
+
+Both start with every request after ``after`` (when given) and continue with live ones; the hub's
+per-viewer cursor guarantees no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, abort, render_template, request
+from flask_sock import ConnectionClosed, Sock
+
+from app import store
+from app.services import current_services
+
+log = logging.getLogger(__name__)
+
+sock = Sock()
+
+_STREAM_PATH = re.compile(r"^/(?:api/bins/[^/]+/stream|bins/[^/]+/live)$")
+
+
+def _check_stream_request() -> None:
+    # flask-sock completes the websocket handshake before our handler runs; refuse unknown bins
+    # and bad cursors here so the client gets a plain HTTP error instead of an open socket.
+    if not _STREAM_PATH.match(request.path):
+        return
+    bin_id = (request.view_args or {}).get("bin_id", "")
+    if store.get_bin(current_services().engine, bin_id) is None:
+        abort(404)
+    after = request.args.get("after")
+    if after and store.seq_from_id(after) is None:
+        abort(400)
+
+
+def _pump(ws: Any, bin_id: str, render: Callable[[dict[str, Any]], str]) -> None:
+    services = current_services()
+    after = request.args.get("after")
+    viewer = services.hub.subscribe(bin_id, store.seq_from_id(after) if after else None)
+    try:
+        while ws.connected and not viewer.closed:
+            item = viewer.get(timeout=1.0)
+            if item is not None:
+                ws.send(render(item))
+    except ConnectionClosed:
+        pass
+    finally:
+        services.hub.unsubscribe(viewer)
+
+
+def _json_frame(item: dict[str, Any]) -> str:
+    from app.api import public_request
+
+    return json.dumps({"type": "request", "request": public_request(item)})
+
+
+def _html_frame(item: dict[str, Any]) -> str:
+    return render_template("fragments/live_row.html", item=item, bin_id=item["bin_id"])
+
+
+@sock.route("/api/bins/<bin_id>/stream")
+def api_stream(ws: Any, bin_id: str) -> None:
+    """JSON frames for programs."""
+    _pump(ws, bin_id, _json_frame)
+
+
+@sock.route("/bins/<bin_id>/live")
+def page_stream(ws: Any, bin_id: str) -> None:
+    """HTML fragments for the bin page."""
+    _pump(ws, bin_id, _html_frame)
+
+
+def init_app(app: Flask) -> None:
+    """Register the websocket routes on ``app``."""
+    sock.init_app(app)
+    app.before_request(_check_stream_request)

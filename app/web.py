@@ -1,0 +1,185 @@
+"""The browser UI: thin views over ``store`` and ``replay``, rendered by Jinja (autoescaped)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from app import store
+from app.bodyview import build_view, hex_dump, human_size
+from app.replay import TargetRefused, replay
+from app.services import current_services
+from app.urls import capture_url
+
+bp = Blueprint("web", __name__)
+
+_HEX_CAP = 64 * 1024
+
+
+@bp.app_template_filter("size")
+def _size(n: int) -> str:
+    return human_size(n)
+
+
+def _bin_or_404(bin_id: str) -> dict[str, Any]:
+    found = store.get_bin(current_services().engine, bin_id)
+    if found is None:
+        abort(404)
+    return found
+
+
+def _request_in_bin(bin_id: str, request_id: str) -> dict[str, Any]:
+    item = store.get_request(current_services().engine, request_id)
+    if item is None or item["bin_id"] != bin_id:
+        abort(404)
+    return item
+
+
+def _is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+@bp.get("/")
+def index() -> str:
+    """Landing page with the one button that makes a bin."""
+    return render_template("index.html")
+
+
+@bp.post("/bins")
+def create_bin() -> Response:
+    """Create a bin and go to its page."""
+    created = store.create_bin(current_services().engine)
+    return redirect(url_for("web.bin_page", bin_id=created["id"]), code=303)
+
+
+def _page_context(bin_: dict[str, Any]) -> dict[str, Any]:
+    services = current_services()
+    limit = services.settings.page_size
+    items = store.list_requests(services.engine, bin_["id"], limit=limit)
+    return {
+        "bin": bin_,
+        "capture_url": capture_url(bin_["id"]),
+        "items": items,
+        "more": items[-1]["id"] if len(items) == limit else None,
+        "total": store.count_requests(services.engine, bin_["id"]),
+    }
+
+
+@bp.get("/bins/<bin_id>")
+def bin_page(bin_id: str) -> str:
+    """A bin: its capture URL, the live list of requests, the detail pane."""
+    return render_template("bin.html", **_page_context(_bin_or_404(bin_id)), detail=None)
+
+
+@bp.get("/bins/<bin_id>/r/<request_id>")
+def request_page(bin_id: str, request_id: str) -> str:
+    """A bin's page with one request opened (a link that can be shared within a team)."""
+    bin_ = _bin_or_404(bin_id)
+    detail = _detail_context(bin_, _request_in_bin(bin_id, request_id))
+    return render_template("bin.html", **{**_page_context(bin_), **detail}, detail=True)
+
+
+@bp.get("/bins/<bin_id>/rows")
+def older_rows(bin_id: str) -> str:
+    """The next page of older requests (htmx "load more")."""
+    _bin_or_404(bin_id)
+    services = current_services()
+    before = store.seq_from_id(request.args.get("before", ""))
+    limit = services.settings.page_size
+    items = store.list_requests(services.engine, bin_id, limit=limit, before_seq=before)
+    more = items[-1]["id"] if len(items) == limit else None
+    return render_template("fragments/rows.html", items=items, bin_id=bin_id, more=more)
+
+
+def _detail_context(bin_: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    engine = current_services().engine
+    body = store.get_body(engine, item["seq"])
+    hex_lines, hex_truncated = hex_dump(body, _HEX_CAP)
+    from urllib.parse import parse_qsl
+
+    return {
+        "bin": bin_,
+        "item": item,
+        "query": parse_qsl(item["query_string"], keep_blank_values=True),
+        "view": build_view(body, [(h[0], h[1]) for h in item["headers"]]),
+        "hex_lines": hex_lines,
+        "hex_truncated": hex_truncated,
+        "attempts": store.list_attempts(engine, item["seq"]),
+        "target": bin_["forward_url"] or "http://localhost:3000",
+    }
+
+
+@bp.get("/bins/<bin_id>/requests/<request_id>")
+def request_detail(bin_id: str, request_id: str) -> str:
+    """The detail pane of one request (htmx fragment)."""
+    bin_ = _bin_or_404(bin_id)
+    detail = _detail_context(bin_, _request_in_bin(bin_id, request_id))
+    return render_template("fragments/detail.html", **detail)
+
+
+@bp.post("/bins/<bin_id>/requests/<request_id>/replay")
+def replay_request(bin_id: str, request_id: str) -> str | tuple[str, int]:
+    """Replay from the page; answers with the refreshed attempts list."""
+    bin_ = _bin_or_404(bin_id)
+    item = _request_in_bin(bin_id, request_id)
+    url = (request.form.get("url") or "").strip()
+    services = current_services()
+    error = None
+    if not url:
+        error = "Give a target URL."
+    else:
+        if url != bin_["forward_url"]:
+            # The last target used becomes the bin's default, as users expect.
+            store.update_bin(services.engine, bin_id, forward_url=url)
+            services.bins.forget(bin_id)
+        try:
+            replay(services, item, url, request_host=request.host)
+        except TargetRefused as exc:
+            error = str(exc)
+    attempts = store.list_attempts(services.engine, item["seq"])
+    html = render_template("fragments/attempts.html", attempts=attempts, error=error, item=item)
+    return (html, 422) if error and not _is_htmx() else html
+
+
+@bp.post("/bins/<bin_id>/requests/<request_id>/delete")
+def delete_request(bin_id: str, request_id: str) -> Response | str:
+    """Delete one request."""
+    _request_in_bin(bin_id, request_id)
+    store.delete_request(current_services().engine, request_id)
+    if _is_htmx():
+        return ""
+    return redirect(url_for("web.bin_page", bin_id=bin_id), code=303)
+
+
+@bp.post("/bins/<bin_id>/settings")
+def bin_settings(bin_id: str) -> Response | str:
+    """Save the forward target and the auto-forward switch."""
+    _bin_or_404(bin_id)
+    services = current_services()
+    url = (request.form.get("forward_url") or "").strip() or None
+    updated = store.update_bin(
+        services.engine, bin_id, forward_url=url, auto_forward=request.form.get("auto_forward") == "on"
+    )
+    services.bins.forget(bin_id)
+    if _is_htmx():
+        return render_template("fragments/settings.html", bin=updated, saved=True)
+    return redirect(url_for("web.bin_page", bin_id=bin_id), code=303)
+
+
+@bp.post("/bins/<bin_id>/clear")
+def clear_bin(bin_id: str) -> Response:
+    """Delete every request of the bin."""
+    _bin_or_404(bin_id)
+    store.clear_bin(current_services().engine, bin_id)
+    return redirect(url_for("web.bin_page", bin_id=bin_id), code=303)
+
+
+@bp.post("/bins/<bin_id>/delete")
+def delete_bin(bin_id: str) -> Response:
+    """Delete the bin and everything in it."""
+    services = current_services()
+    store.delete_bin(services.engine, bin_id)
+    services.bins.forget(bin_id)
+    return redirect(url_for("web.index"), code=303)
