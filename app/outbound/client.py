@@ -237,10 +237,12 @@ def _wire_headers(
 
 
 def _where(target: VettedTarget) -> str:
+    """``host:port`` for messages, plus the address when the host was a name."""
     address = f"[{target.address}]" if ":" in target.address else target.address
-    if target.host in (target.address, target.address.lower()):
+    if target.host == target.address:
         return f"{address}:{target.port}"
-    return f"{target.host}:{target.port} ({target.address})"
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return f"{host}:{target.port} ({target.address})"
 
 
 def _root_cause(exc: BaseException) -> BaseException:

@@ -1,5 +1,6 @@
 // Hookbin's page behaviour. Loaded as a file (the CSP forbids inline script).
-(function () {
+// The leading semicolon matters: the bundle concatenates files, and the one before ends in "})()".
+;(function () {
   "use strict";
 
   // Resume the live stream after the newest request already on the page: the htmx ws extension
