@@ -137,7 +137,6 @@ def make_capture_app(services: Services) -> WSGIApp:
                 environ,
                 "413 Content Too Large",
                 {"error": f"body larger than {settings.max_body_bytes} bytes"},
-                [("Connection", "close")],
             )
         except ValueError:
             return _answer(

@@ -7,7 +7,7 @@ starved the gthread worker in our measurements.
 
 from __future__ import annotations
 
-from app import wireheaders
+from app import lifecycle, wireheaders
 from app.config import Settings
 
 worker_class = "gevent"
@@ -27,4 +27,5 @@ forwarded_allow_ips = "127.0.0.1,::1"
 
 wireheaders.install()
 pre_request = wireheaders.pre_request
+post_worker_init = lifecycle.post_worker_init
 control_socket_disable = True  # several instances per host must not fight over one socket

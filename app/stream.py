@@ -18,7 +18,7 @@ from typing import Any
 from flask import Flask, abort, render_template, request
 from flask_sock import ConnectionClosed, Sock
 
-from app import store
+from app import lifecycle, store
 from app.services import current_services
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,10 @@ def _pump(ws: Any, bin_id: str, render: Callable[[dict[str, Any]], str]) -> None
     viewer = services.hub.subscribe(bin_id, store.seq_from_id(after) if after else None)
     try:
         while ws.connected and not viewer.closed:
-            item = viewer.get(timeout=1.0)
+            if lifecycle.draining():
+                ws.close(reason=1012, message="server restarting")
+                break
+            item = viewer.get(timeout=0.5)
             if item is not None:
                 ws.send(render(item))
     except ConnectionClosed:

@@ -41,6 +41,16 @@ def _is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
+@bp.get("/healthz")
+def healthz() -> tuple[dict[str, Any], int]:
+    """Liveness for load balancers and container health checks: is the database answering?"""
+    try:
+        store.ping(current_services().engine)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
+        return {"ok": False, "error": type(exc).__name__}, 503
+    return {"ok": True}, 200
+
+
 @bp.get("/")
 def index() -> str:
     """Landing page with the one button that makes a bin."""

@@ -1,0 +1,165 @@
+"""Live streams: every capture reaches every viewer, on any worker or instance, once.
+
+Real websocket clients (websocket-client) against real ``hookbin serve`` processes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import websocket
+
+from tests.conftest import Server, start_server
+
+
+class Viewer:
+    """A websocket client collecting request frames in a background thread."""
+
+    def __init__(self, server: Server, bin_id: str, after: str | None = None) -> None:
+        url = f"{server.ws_url}/api/bins/{bin_id}/stream" + (f"?after={after}" if after else "")
+        self.ws = websocket.create_connection(url, timeout=10)
+        self.items: list[dict] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                data = self.ws.recv()
+                if not data:
+                    return  # closed by the server
+                frame = json.loads(data)
+                assert frame["type"] == "request"
+                self.items.append(frame["request"])
+        except (websocket.WebSocketException, OSError):
+            return
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while len(self.items) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return list(self.items)
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def _capture(server: Server, bin_id: str, n: int, prefix: str = "n") -> list[str]:
+    ids = []
+    with httpx.Client(timeout=10) as client:
+        for i in range(n):
+            response = client.post(f"{server.url}/h/{bin_id}/{prefix}{i}", content=f"{i}".encode())
+            assert response.status_code == 200
+            ids.append(response.json()["request_id"])
+    return ids
+
+
+def test_a_viewer_gets_each_new_request_once(shared_server: Server) -> None:
+    bin_ = shared_server.create_bin()
+    viewer = Viewer(shared_server, bin_["id"])
+    try:
+        time.sleep(0.3)  # let the subscription settle; requests before it are not "new"
+        ids = _capture(shared_server, bin_["id"], 5)
+        items = viewer.wait_for(5)
+        time.sleep(0.3)
+        assert [i["id"] for i in viewer.items] == ids
+        first = items[0]
+        assert first["path"] == "/n0"
+        assert first["bin_id"] == bin_["id"]
+        assert "body" not in first and "seq" not in first
+        assert ["Content-Length", "1"] in first["headers"]
+    finally:
+        viewer.close()
+
+
+def test_after_sends_the_backlog_then_live_without_gap_or_duplicate(shared_server: Server) -> None:
+    bin_ = shared_server.create_bin()
+    earlier = _capture(shared_server, bin_["id"], 6, "old")
+    viewer = Viewer(shared_server, bin_["id"], after=earlier[1])
+    try:
+        assert [i["id"] for i in viewer.wait_for(4)] == earlier[2:]
+        later = _capture(shared_server, bin_["id"], 3, "new")
+        viewer.wait_for(7)
+        time.sleep(0.3)
+        assert [i["id"] for i in viewer.items] == earlier[2:] + later
+    finally:
+        viewer.close()
+
+
+def test_stream_refuses_unknown_bins_and_bad_cursors(shared_server: Server) -> None:
+    with pytest.raises(websocket.WebSocketBadStatusException) as excinfo:
+        websocket.create_connection(f"{shared_server.ws_url}/api/bins/nope/stream", timeout=5)
+    assert excinfo.value.status_code == 404
+    bin_ = shared_server.create_bin()
+    with pytest.raises(websocket.WebSocketBadStatusException) as excinfo:
+        websocket.create_connection(
+            f"{shared_server.ws_url}/api/bins/{bin_['id']}/stream?after=garbage", timeout=5
+        )
+    assert excinfo.value.status_code == 400
+
+
+def _fan_in(capture_servers: list[Server], view_servers: list[Server], n: int = 30) -> None:
+    """Viewers on some processes see every capture made through the others, in order, once."""
+    bin_ = capture_servers[0].create_bin()
+    viewers = [Viewer(s, bin_["id"]) for s in view_servers for _ in range(3)]
+    try:
+        time.sleep(0.5)
+        ids: list[str] = []
+        for i in range(n):
+            server = capture_servers[i % len(capture_servers)]
+            ids += _capture(server, bin_["id"], 1, f"r{i}-")
+        for viewer in viewers:
+            got = [item["id"] for item in viewer.wait_for(n)]
+            assert got == ids
+        time.sleep(0.3)
+        assert all(len(v.items) == n for v in viewers)
+    finally:
+        for viewer in viewers:
+            viewer.close()
+
+
+def test_two_workers_share_live_updates(tmp_path: Path, sqlite_url: str) -> None:
+    srv = start_server(sqlite_url, tmp_path, workers=2)
+    try:
+        # Each connection lands on whichever worker accepts it; with 3 viewers and 30 captures
+        # over fresh connections, both workers serve both roles.
+        _fan_in([srv], [srv])
+    finally:
+        srv.stop()
+
+
+def test_two_instances_on_one_sqlite_file_share_live_updates(tmp_path: Path, sqlite_url: str) -> None:
+    a = start_server(sqlite_url, tmp_path)
+    b = start_server(sqlite_url, tmp_path)
+    try:
+        _fan_in([b], [a])  # captured only by B, watched only on A
+        _fan_in([a, b], [a, b])
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_viewer_resumes_after_a_server_restart(tmp_path: Path, sqlite_url: str) -> None:
+    srv = start_server(sqlite_url, tmp_path)
+    bin_ = srv.create_bin()
+    viewer = Viewer(srv, bin_["id"])
+    time.sleep(0.3)
+    first = _capture(srv, bin_["id"], 3)
+    assert [i["id"] for i in viewer.wait_for(3)] == first
+    srv.stop()
+    viewer.close()
+    srv = start_server(sqlite_url, tmp_path, port=srv.port)
+    try:
+        missed = _capture(srv, bin_["id"], 2, "while-away")
+        resumed = Viewer(srv, bin_["id"], after=viewer.items[-1]["id"])
+        try:
+            assert [i["id"] for i in resumed.wait_for(2)] == missed
+        finally:
+            resumed.close()
+    finally:
+        srv.stop()
