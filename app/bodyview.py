@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import codecs
 import json
+import operator
 import re
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate, count
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
@@ -29,6 +31,9 @@ MAX_PARTS = 1000
 MAX_FORM_FIELDS = 10_000
 MAX_PART_HEADERS = 100
 PART_TEXT_LIMIT = 64 << 10
+# A part without a blank line is taken as headers only up to this size; bigger is content.
+_MAX_HEAD = 16 << 10
+_MAX_HEAD_LINES = 4 * MAX_PART_HEADERS
 _MAX_CODINGS = 4
 # Decompress in steps of this many output bytes so that, when a stream turns out to be corrupt,
 # at most one step of already-inflated output is lost.
@@ -49,14 +54,17 @@ _CHARSET_RE = re.compile(r"[A-Za-z0-9._:+-]{1,40}")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 
-# A JSON string (possibly unterminated: the optional closing quote keeps the scan linear) or a
-# bracket. Strings are matched whole so brackets inside them are not counted.
-_JSON_TOKEN_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.S)
+# A JSON string, possibly unterminated: the optional closing quote keeps the scan linear (an
+# unterminated string swallows the rest instead of being retried from every later quote).
+_JSON_STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.S)
+_NON_BRACKET_RE = re.compile(r"[^\[\]{}]+")
+_BRACKET_WEIGHTS = str.maketrans({"[": "\x02", "{": "\x02", "]": "\x00", "}": "\x00"})
 
 # "; name=value" with value a quoted-string (unterminated tolerated) or a token-ish run.
 _PARAM_RE = re.compile(r';\s*([^\s=;]+)\s*(?:=\s*("[^"\\]*(?:\\.[^"\\]*)*"?|[^;]*))?', re.S)
 _QUOTED_PAIR_RE = re.compile(r'\\(["\\])')
 
+_FORM_FIELD_RE = re.compile(r"[^&]+")
 _BLANK_LINE_RE = re.compile(rb"\r?\n\r?\n")
 _LINE_SPLIT_RE = re.compile(rb"\r?\n")
 _HEADER_LINE_RE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+[ \t]*:")
@@ -233,10 +241,21 @@ def _clean(text: str) -> str:
     return _SURROGATE_RE.sub("\ufffd", text)
 
 
-def _decode(data: bytes, codec: str, *, final: bool, errors: str = "strict") -> str:
+def _decode(data: bytes, codec: str, *, final: bool) -> str:
+    """Strict decode; raises UnicodeError (or ValueError) when ``data`` is not valid."""
     # An incremental decoder with final=False drops a multi-byte sequence cut off by truncation
     # instead of treating it as invalid.
-    return codecs.getincrementaldecoder(codec)(errors).decode(data, final)
+    return codecs.getincrementaldecoder(codec)("strict").decode(data, final)
+
+
+def _decode_lossy(data: bytes, codec: str, *, final: bool = True) -> str:
+    """Decode with U+FFFD for invalid bytes; never raises."""
+    try:
+        text = codecs.getincrementaldecoder(codec)("replace").decode(data, final)
+    except (UnicodeError, ValueError):
+        # Some decoders fail outright whatever the error handler, e.g. UTF-16 without a BOM.
+        text = codecs.getincrementaldecoder("utf-8")("replace").decode(data, final)
+    return _clean(text)
 
 
 def _is_json_type(mime: str) -> bool:
@@ -352,11 +371,11 @@ def _text_or_binary(
     codec = codec or "utf-8"
     try:
         text: str | None = _decode(data, codec, final=final)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeError, ValueError):
         text = None
     if declared:
         if text is None:
-            text = _decode(data, codec, final=final, errors="replace")
+            text = _decode_lossy(data, codec, final=final)
             notes.append(f"invalid {codec} bytes replaced with U+FFFD")
         if "\x00" in text:
             notes.append("declared as text but contains NUL bytes; shown as binary")
@@ -372,16 +391,12 @@ def _json_too_deep(text: str, limit: int) -> bool:
     # Cheap bound first: without enough opening brackets the depth cannot exceed the limit.
     if text.count("[") + text.count("{") <= limit:
         return False
-    depth = 0
-    for m in _JSON_TOKEN_RE.finditer(text):
-        token = m.group()
-        if token in ("[", "{"):
-            depth += 1
-            if depth > limit:
-                return True
-        elif token in ("]", "}"):
-            depth -= 1
-    return False
+    # Strings go first so brackets inside them don't count; then only brackets are left.
+    brackets = _NON_BRACKET_RE.sub("", _JSON_STRING_RE.sub("", text))
+    # Openers become 2 and closers 0: after the i-th bracket the running sum is 2 * opened, so the
+    # depth there is sum - i. All of it runs in C iterators, which matters for a megabyte of "[]".
+    weights = brackets.translate(_BRACKET_WEIGHTS).encode("latin-1")
+    return max(map(operator.sub, accumulate(weights), count(1)), default=0) > limit
 
 
 class _PairsDict(dict):  # type: ignore[type-arg]
@@ -451,7 +466,7 @@ def _json_view(
     try:
         # JSON is UTF-8; a BOM is tolerated rather than rejected as json.loads would.
         text = data.decode("utf-8-sig" if codec == "utf-8" else codec)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeError, ValueError):
         return fallback(f"JSON is not valid {codec}; shown as text")
     if _json_too_deep(text, MAX_JSON_DEPTH):
         return fallback(f"JSON nesting deeper than {MAX_JSON_DEPTH} levels; shown as text")
@@ -468,7 +483,7 @@ def _json_view(
     if duplicates:
         notes.append("JSON has duplicate object keys; all are shown")
     if truncated:
-        notes.append(f"pretty-printed JSON truncated at {human_size(len(pretty))}")
+        notes.append(f"pretty-printed JSON truncated at {_size_label(len(pretty))}")
     return BodyView(kind="json", pretty=pretty)
 
 
@@ -477,15 +492,21 @@ def _form_view(data: bytes, charset: str | None, notes: list[str]) -> BodyView:
     codec = _codec(charset)
     # latin-1 maps every byte to one character, so parsing never fails and each name/value can
     # be turned back into its exact bytes before the real decoding below.
-    pairs = parse_qsl(data.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
-    if len(pairs) > MAX_FORM_FIELDS:
-        notes.append(f"{len(pairs)} form fields; showing the first {MAX_FORM_FIELDS}")
-        pairs = pairs[:MAX_FORM_FIELDS]
+    raw = data.decode("latin-1")
+    # parse_qsl is slow per field; cut the input after the last field that will be shown rather
+    # than parsing half a million fields to throw most of them away.
+    for i, m in enumerate(_FORM_FIELD_RE.finditer(raw)):
+        if i == MAX_FORM_FIELDS:
+            total = sum(1 for _ in _FORM_FIELD_RE.finditer(raw))
+            notes.append(f"{total} form fields; showing the first {MAX_FORM_FIELDS}")
+            raw = raw[: m.start()]
+            break
+    pairs = parse_qsl(raw, keep_blank_values=True, encoding="latin-1")
 
     def text(value: str) -> str:
         raw = value.encode("latin-1")
         if codec:
-            return _clean(raw.decode(codec, "replace"))
+            return _decode_lossy(raw, codec)
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -498,28 +519,20 @@ def _form_view(data: bytes, charset: str | None, notes: list[str]) -> BodyView:
 # multipart
 
 
-def _find_delimiter(data: bytes, dash: bytes, start: int) -> int:
-    """Index of the newline that starts the next delimiter line at or after ``start``, or -1.
+def _delimiter_re(dash: bytes) -> re.Pattern[bytes]:
+    """A pattern for the line break that starts a delimiter line.
 
     A delimiter line is "--boundary" followed by "--", or by optional blanks and a line end (or
-    the end of the data); "--boundary" followed by anything else is content.
+    the end of the data); "--boundary" followed by anything else is content. One regex search per
+    part keeps hostile near-misses ("--boundaryX" a million times) at C speed.
     """
-    needle = b"\n" + dash
-    pos = start
-    while True:
-        i = data.find(needle, pos)
-        if i < 0:
-            return -1
-        after = i + len(needle)
-        rest = data[after : after + 2]
-        if rest == b"--" or not rest:
-            return i
-        j = after
-        while j < len(data) and data[j] in b" \t":
-            j += 1
-        if j >= len(data) or data[j] in b"\r\n":
-            return i
-        pos = i + 1
+    return re.compile(rb"\n" + re.escape(dash) + rb"(?:--|[ \t]*(?:[\r\n]|\Z))")
+
+
+def _find_delimiter(delimiter: re.Pattern[bytes], data: bytes, start: int) -> int:
+    """Index of the newline starting the next delimiter line at or after ``start``, or -1."""
+    m = delimiter.search(data, start)
+    return m.start() if m else -1
 
 
 def _decode_header_value(raw: bytes) -> str:
@@ -536,7 +549,7 @@ def _ext_value(value: str) -> str:
     pieces = value.split("'", 2)
     charset, encoded = (pieces[0], pieces[2]) if len(pieces) == 3 else ("", value)
     raw = unquote_to_bytes(encoded)
-    return _clean(raw.decode(_codec(charset) or "utf-8", "replace"))
+    return _decode_lossy(raw, _codec(charset) or "utf-8")
 
 
 def _parse_part(raw: bytes) -> Part:
@@ -547,14 +560,21 @@ def _parse_part(raw: bytes) -> Part:
         head, content = raw[: blank.start()], raw[blank.end() :]
     else:
         # No blank line: a part cut off within its headers, or one with no headers at all.
-        lines = [line for line in _LINE_SPLIT_RE.split(raw) if line]
-        if all(_HEADER_LINE_RE.match(line) or line[:1] in b" \t" for line in lines):
+        lines = [line for line in _LINE_SPLIT_RE.split(raw[:_MAX_HEAD]) if line]
+        if len(raw) <= _MAX_HEAD and all(
+            _HEADER_LINE_RE.match(line) or line[:1] in b" \t" for line in lines
+        ):
             head, content = raw, b""
         else:
             head, content = b"", raw
 
+    # Only the first lines are looked at: enough for MAX_PART_HEADERS plus some folding, without
+    # building a list of (or repeatedly joining) a hostile part's 100k header lines.
+    head_lines = _LINE_SPLIT_RE.split(head, maxsplit=_MAX_HEAD_LINES)
+    if len(head_lines) > _MAX_HEAD_LINES:
+        head_lines.pop()  # the unsplit remainder
     headers: list[tuple[str, str]] = []
-    for line in _LINE_SPLIT_RE.split(head):
+    for line in head_lines:
         if line[:1] in (b" ", b"\t") and headers:
             # Obsolete line folding: a continuation of the previous header.
             name, value = headers[-1]
@@ -603,10 +623,11 @@ def _multipart_view(data: bytes, boundary: str, notes: list[str]) -> BodyView | 
         dash = b"--" + boundary.encode("latin-1")
     except UnicodeEncodeError:
         dash = b"--" + boundary.encode("utf-8", "replace")
+    delimiter = _delimiter_re(dash)
     if data.startswith(dash):
         pos = 0
     else:
-        first = _find_delimiter(data, dash, 0)
+        first = _find_delimiter(delimiter, data, 0)
         if first < 0:
             return None
         pos = first + 1  # anything before the first delimiter is preamble
@@ -625,7 +646,7 @@ def _multipart_view(data: bytes, boundary: str, notes: list[str]) -> BodyView | 
         if line_end < 0:
             break  # data ends on a delimiter line
         start = line_end + 1
-        nxt = _find_delimiter(data, dash, line_end)
+        nxt = _find_delimiter(delimiter, data, line_end)
         if nxt < 0:
             parts.append(_parse_part(data[start:]))
             break
@@ -658,12 +679,12 @@ def _classify(
     if mime.startswith("multipart/"):
         boundary = params.get("boundary", "")
         if not boundary:
-            notes.append("multipart body without a boundary parameter; shown as text")
+            notes.append("multipart body without a boundary parameter; parts not split")
         else:
             view = _multipart_view(data, boundary, notes)
             if view is not None:
                 return view
-            notes.append("multipart boundary not found in the body; shown as text")
+            notes.append("multipart boundary not found in the body; parts not split")
         return _text_or_binary(data, charset, final=final, declared=False, notes=notes)
     if _is_text_type(mime):
         return _text_or_binary(data, charset, final=final, declared=True, notes=notes)

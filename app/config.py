@@ -40,6 +40,9 @@ class Settings:
     #: SQLite ``synchronous`` mode. FULL makes every acknowledged capture survive power loss;
     #: commits are batched, so the cost is one fsync per batch, not per request.
     sqlite_synchronous: str = "FULL"
+    #: How long (ms) an SQLite writer waits for another process's write lock before giving up
+    #: (the capture is then answered 503 so that the sender retries).
+    sqlite_busy_timeout_ms: int = 5000
     #: Longest a capture waits for more requests to join its commit batch, in milliseconds.
     #: 0 means "commit whatever has queued up as soon as the previous commit is done".
     commit_linger_ms: float = 0.0

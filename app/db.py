@@ -96,7 +96,9 @@ attempts = sa.Table(
 )
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
+def make_engine(
+    url: str, *, sqlite_synchronous: str = "FULL", sqlite_busy_timeout_ms: int = 5000
+) -> Engine:
     """Create the engine for ``url``; SQLite files get WAL, foreign keys and explicit locking."""
     if not url.startswith("sqlite"):
         return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -105,7 +107,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=10
+        url, connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000}, pool_size=10
     )
     synchronous = sqlite_synchronous.upper()
     if synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
@@ -119,7 +121,7 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(sqlite_busy_timeout_ms)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -71,7 +71,11 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     """Create the engine, writer, hub and notifier for ``settings``."""
-    engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    engine = make_engine(
+        settings.database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+    )
     notifier = make_notifier(settings)
     hub = Hub(
         fetch_after=lambda b, after, limit: store.requests_after(engine, b, after, limit=limit),

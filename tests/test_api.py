@@ -1,0 +1,97 @@
+"""The JSON API, as a program using Hookbin sees it."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+
+from tests.conftest import Server
+
+
+def test_create_bin_gives_absolute_urls_and_random_ids(shared_server: Server) -> None:
+    a = shared_server.create_bin()
+    b = shared_server.create_bin()
+    assert a["id"] != b["id"]
+    assert len(base64.urlsafe_b64decode(a["id"] + "==")) >= 16  # at least 128 random bits
+    assert a["capture_url"] == f"{shared_server.url}/h/{a['id']}"
+    assert a["view_url"] == f"{shared_server.url}/bins/{a['id']}"
+    assert httpx.get(a["view_url"]).status_code == 200
+
+
+def test_requests_page_newest_first_with_cursor(shared_server: Server) -> None:
+    bin_ = shared_server.create_bin()
+    with httpx.Client() as client:
+        sent = [client.post(f"{bin_['capture_url']}/{i}").json()["request_id"] for i in range(7)]
+        assert sent == sorted(sent), "request ids sort in capture order"
+        url = f"{shared_server.url}/api/bins/{bin_['id']}/requests"
+        page1 = client.get(url, params={"limit": 3}).json()
+        page2 = client.get(url, params={"limit": 3, "before": page1["next"]}).json()
+        page3 = client.get(url, params={"limit": 3, "before": page2["next"]}).json()
+    seen = [i["id"] for i in page1["items"] + page2["items"] + page3["items"]]
+    assert seen == list(reversed(sent))
+    assert page3["next"] is None
+    assert [i["path"] for i in page1["items"]] == ["/6", "/5", "/4"]
+
+
+def test_bad_paging_arguments_are_clear_errors(shared_server: Server) -> None:
+    bin_ = shared_server.create_bin()
+    url = f"{shared_server.url}/api/bins/{bin_['id']}/requests"
+    assert httpx.get(url, params={"limit": "ten"}).json() == {"error": "limit must be a number"}
+    response = httpx.get(url, params={"before": "zzz"})
+    assert response.status_code == 400 and "before" in response.json()["error"]
+    assert httpx.get(f"{shared_server.url}/api/bins/nope/requests").status_code == 404
+
+
+def test_one_request_and_its_raw_body(shared_server: Server) -> None:
+    bin_ = shared_server.create_bin()
+    body = b"<html><script>alert(1)</script></html>\x00\xff"
+    rid = httpx.post(bin_["capture_url"], content=body, headers={"Content-Type": "text/html"}).json()[
+        "request_id"
+    ]
+    item = httpx.get(f"{shared_server.url}/api/requests/{rid}").json()
+    assert item["id"] == rid and item["body_size"] == len(body)
+    raw = httpx.get(f"{shared_server.url}/api/requests/{rid}/body")
+    assert raw.content == body
+    assert raw.headers["content-type"] == "application/octet-stream"
+    assert raw.headers["content-disposition"].startswith("attachment")
+    assert raw.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in raw.headers["content-security-policy"]
+
+
+def test_request_ids_cannot_be_guessed_from_one_another(shared_server: Server) -> None:
+    bin_ = shared_server.create_bin()
+    rid = httpx.post(bin_["capture_url"]).json()["request_id"]
+    # Same sequence number, different random part: not found.
+    forged = rid[:12] + "0" * 20
+    assert httpx.get(f"{shared_server.url}/api/requests/{forged}").status_code == 404
+
+
+def test_delete_request_clear_and_delete_bin(shared_server: Server) -> None:
+    bin_ = shared_server.create_bin()
+    api = f"{shared_server.url}/api"
+    ids = [httpx.post(bin_["capture_url"]).json()["request_id"] for _ in range(3)]
+    assert httpx.delete(f"{api}/requests/{ids[0]}").status_code == 204
+    assert httpx.get(f"{api}/requests/{ids[0]}").status_code == 404
+    assert httpx.delete(f"{api}/requests/{ids[0]}").status_code == 404
+    assert httpx.delete(f"{api}/bins/{bin_['id']}/requests").json() == {"deleted": 2}
+    assert httpx.get(f"{api}/bins/{bin_['id']}/requests").json()["items"] == []
+    assert httpx.delete(f"{api}/bins/{bin_['id']}").status_code == 204
+    assert httpx.get(f"{api}/bins/{bin_['id']}").status_code == 404
+    assert httpx.post(bin_["capture_url"]).status_code == 404
+
+
+def test_patch_bin_forward_settings(shared_server: Server) -> None:
+    bin_ = shared_server.create_bin()
+    url = f"{shared_server.url}/api/bins/{bin_['id']}"
+    patched = httpx.patch(url, json={"forward_url": "http://localhost:3000", "auto_forward": True})
+    assert patched.status_code == 200
+    assert patched.json()["forward_url"] == "http://localhost:3000"
+    assert patched.json()["auto_forward"] is True
+    bad = httpx.patch(url, json={"auto_forward": "yes"})
+    assert bad.status_code == 400 and "auto_forward" in bad.json()["error"]
+    assert httpx.patch(url, content=b"not json").status_code == 400
+
+
+def test_healthz(shared_server: Server) -> None:
+    assert httpx.get(f"{shared_server.url}/healthz").json() == {"ok": True}
