@@ -38,7 +38,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     wsgi = CaptureDispatcher(make_capture_app(services), app.wsgi_app)
     if settings.proxy_hops:
-        wsgi = ProxyFix(wsgi, x_for=settings.proxy_hops, x_proto=settings.proxy_hops,
-                        x_host=settings.proxy_hops, x_port=settings.proxy_hops)
+        wsgi = ProxyFix(
+            wsgi,
+            x_for=settings.proxy_hops,
+            x_proto=settings.proxy_hops,
+            x_host=settings.proxy_hops,
+            x_port=settings.proxy_hops,
+        )
     app.wsgi_app = wsgi  # type: ignore[method-assign]
     return app

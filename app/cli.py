@@ -72,7 +72,8 @@ def serve(host: str, port: int, workers: int) -> None:
         "app.wsgi:app",
     ]
     sys.stdout.flush()
-    os.execv(sys.executable, argv)  # gunicorn takes over this process and its signals
+    # gunicorn takes over this process, so signals reach its master directly.
+    os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, no shell
 
 
 def _describe(settings: Settings) -> str:

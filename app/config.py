@@ -7,6 +7,7 @@ fresh checkout runs on SQLite with no configuration at all. The README lists the
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
@@ -100,8 +101,10 @@ class Settings:
         if self.run_dir:
             return Path(self.run_dir)
         db_path = self.database_url.split("///", 1)[-1] if self.is_sqlite else ""
-        base = Path(db_path).parent if db_path and db_path != ":memory:" else Path("/tmp")
-        return base / "hookbin-run"
+        if db_path and db_path != ":memory:":
+            return Path(db_path).parent / "hookbin-run"
+        # No file to sit next to (PostgreSQL, in-memory SQLite): a private per-user directory.
+        return Path(tempfile.gettempdir()) / f"hookbin-run-{os.getuid()}"
 
 
 def _convert(raw: str, default: object) -> object:

@@ -107,11 +107,15 @@ def make_engine(
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000}, pool_size=10
+        url,
+        connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000},
+        pool_size=10,
     )
     synchronous = sqlite_synchronous.upper()
     if synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-        raise ValueError(f"HOOKBIN_SQLITE_SYNCHRONOUS must be OFF/NORMAL/FULL/EXTRA, not {synchronous}")
+        raise ValueError(
+            f"HOOKBIN_SQLITE_SYNCHRONOUS must be OFF/NORMAL/FULL/EXTRA, not {synchronous}"
+        )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

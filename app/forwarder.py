@@ -32,7 +32,9 @@ class Forwarder:
         """Schedule a forward of ``request_id`` to ``url``."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="hookbin-forward", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="hookbin-forward", daemon=True
+                )
                 self._thread.start()
         self._queue.put((request_id, url))
 

@@ -170,7 +170,10 @@ def bin_settings(bin_id: str) -> Response | str:
     services = current_services()
     url = (request.form.get("forward_url") or "").strip() or None
     updated = store.update_bin(
-        services.engine, bin_id, forward_url=url, auto_forward=request.form.get("auto_forward") == "on"
+        services.engine,
+        bin_id,
+        forward_url=url,
+        auto_forward=request.form.get("auto_forward") == "on",
     )
     services.bins.forget(bin_id)
     if _is_htmx():

@@ -46,9 +46,9 @@ def test_bad_paging_arguments_are_clear_errors(shared_server: Server) -> None:
 def test_one_request_and_its_raw_body(shared_server: Server) -> None:
     bin_ = shared_server.create_bin()
     body = b"<html><script>alert(1)</script></html>\x00\xff"
-    rid = httpx.post(bin_["capture_url"], content=body, headers={"Content-Type": "text/html"}).json()[
-        "request_id"
-    ]
+    rid = httpx.post(
+        bin_["capture_url"], content=body, headers={"Content-Type": "text/html"}
+    ).json()["request_id"]
     item = httpx.get(f"{shared_server.url}/api/requests/{rid}").json()
     assert item["id"] == rid and item["body_size"] == len(body)
     raw = httpx.get(f"{shared_server.url}/api/requests/{rid}/body")

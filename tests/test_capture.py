@@ -73,8 +73,9 @@ def test_headers_keep_order_repeats_and_spelling(shared_server: Server) -> None:
     assert item["received_at"].endswith("Z")
 
 
-@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
-                                    "PROPFIND", "PURGE", "X-CUSTOM"])
+@pytest.mark.parametrize(
+    "method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND", "PURGE", "X-CUSTOM"]
+)
 def test_any_method_is_captured(shared_server: Server, method: str) -> None:
     bin_ = shared_server.create_bin()
     answer = raw_http(
@@ -165,7 +166,8 @@ def test_path_and_query_are_kept_raw(shared_server: Server) -> None:
     bin_ = shared_server.create_bin()
     target = f"/h/{bin_['id']}/a%2Fb/%E2%9C%93//x?q=%26&empty=&flag&u=%ZZ"
     answer = raw_http(
-        shared_server.port, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        shared_server.port,
+        f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(),
     )
     assert _status(answer) == 200
     [item] = _items(shared_server, bin_["id"])
@@ -181,8 +183,11 @@ def test_unknown_bin_is_404_and_nothing_is_stored(shared_server: Server) -> None
 
 def test_capture_answer_is_inert(shared_server: Server) -> None:
     bin_ = shared_server.create_bin()
-    response = httpx.post(bin_["capture_url"], content=b"<script>alert(1)</script>",
-                          headers={"Content-Type": "text/html"})
+    response = httpx.post(
+        bin_["capture_url"],
+        content=b"<script>alert(1)</script>",
+        headers={"Content-Type": "text/html"},
+    )
     assert response.headers["content-type"] == "application/json"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "sandbox" in response.headers["content-security-policy"]
@@ -200,7 +205,8 @@ def test_oversized_body_is_refused_before_it_is_read(tmp_path, sqlite_url) -> No
         # sit waiting instead of answering.
         with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
             sock.sendall(
-                f"POST /h/{bin_['id']} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n".encode()
+                f"POST /h/{bin_['id']} HTTP/1.1\r\nHost: x\r\n"
+                "Content-Length: 100000000\r\n\r\n".encode()
             )
             answer = b""
             while b"larger than" not in answer:

@@ -98,7 +98,9 @@ def test_a_failed_commit_fails_every_waiter_and_the_next_batch_works() -> None:
     assert batcher.submit("b") == "b"
 
 
-def test_store_failure_answers_503_and_acknowledges_nothing(tmp_path: Path, sqlite_url: str) -> None:
+def test_store_failure_answers_503_and_acknowledges_nothing(
+    tmp_path: Path, sqlite_url: str
+) -> None:
     srv = start_server(sqlite_url, tmp_path, extra_env={"HOOKBIN_SQLITE_BUSY_TIMEOUT_MS": "300"})
     try:
         bin_ = srv.create_bin()

@@ -30,13 +30,23 @@ def test_replay_sends_the_same_request_and_shows_the_answer(shared_server: Serve
     bin_ = shared_server.create_bin()
     body = b'{"event":"ping"}\x00\xff'
     rid = _capture(
-        shared_server, bin_, "/github/hook?a=1&a=2", method="PROPFIND", content=body,
-        headers=[("X-Dup", "1"), ("X-Dup", "2"), ("Content-Type", "application/json"),
-                 ("Keep-Alive", "timeout=5"), ("Connection", "keep-alive")],
+        shared_server,
+        bin_,
+        "/github/hook?a=1&a=2",
+        method="PROPFIND",
+        content=body,
+        headers=[
+            ("X-Dup", "1"),
+            ("X-Dup", "2"),
+            ("Content-Type", "application/json"),
+            ("Keep-Alive", "timeout=5"),
+            ("Connection", "keep-alive"),
+        ],
     )
     echo.extra_headers = [("X-Echo", "yes")]
-    response = httpx.post(f"{shared_server.url}/api/requests/{rid}/replay",
-                          json={"url": echo.url + "/base"})
+    response = httpx.post(
+        f"{shared_server.url}/api/requests/{rid}/replay", json={"url": echo.url + "/base"}
+    )
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["status"] == 201
@@ -82,8 +92,9 @@ def test_replay_refuses_metadata_and_odd_targets(shared_server: Server, url: str
 def test_replay_to_own_capture_url_is_refused(shared_server: Server) -> None:
     bin_ = shared_server.create_bin()
     rid = _capture(shared_server, bin_)
-    response = httpx.post(f"{shared_server.url}/api/requests/{rid}/replay",
-                          json={"url": bin_["capture_url"]})
+    response = httpx.post(
+        f"{shared_server.url}/api/requests/{rid}/replay", json={"url": bin_["capture_url"]}
+    )
     assert response.status_code == 422
 
 
@@ -126,8 +137,10 @@ def test_public_instance_refuses_private_targets(tmp_path: Path, sqlite_url: str
 
 def test_auto_forward_never_delays_the_sender(shared_server: Server, echo) -> None:
     bin_ = shared_server.create_bin()
-    httpx.patch(f"{shared_server.url}/api/bins/{bin_['id']}",
-                json={"forward_url": echo.url, "auto_forward": True})
+    httpx.patch(
+        f"{shared_server.url}/api/bins/{bin_['id']}",
+        json={"forward_url": echo.url, "auto_forward": True},
+    )
     echo.delay = 1.5
     started = time.monotonic()
     ids = [_capture(shared_server, bin_, f"/n{i}", content=f"{i}".encode()) for i in range(3)]
@@ -151,7 +164,8 @@ def test_target_answer_is_escaped_and_hx_headers_stay_out(shared_server: Server,
     echo.extra_headers = [("HX-Redirect", "/evil"), ("HX-Trigger", "pwn"), ("Set-Cookie", "a=b")]
     page = httpx.post(
         f"{shared_server.url}/bins/{bin_['id']}/requests/{rid}/replay",
-        data={"url": echo.url}, headers={"HX-Request": "true"},
+        data={"url": echo.url},
+        headers={"HX-Request": "true"},
     )
     assert page.status_code == 200
     assert not any(name.lower().startswith("hx-") for name in page.headers)

@@ -133,7 +133,9 @@ def test_two_workers_share_live_updates(tmp_path: Path, sqlite_url: str) -> None
         srv.stop()
 
 
-def test_two_instances_on_one_sqlite_file_share_live_updates(tmp_path: Path, sqlite_url: str) -> None:
+def test_two_instances_on_one_sqlite_file_share_live_updates(
+    tmp_path: Path, sqlite_url: str
+) -> None:
     a = start_server(sqlite_url, tmp_path)
     b = start_server(sqlite_url, tmp_path)
     try:

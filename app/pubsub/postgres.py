@@ -1,4 +1,4 @@
-"""PostgreSQL notification driver: ``pg_notify`` in the capture transaction, ``LISTEN`` elsewhere."""
+"""PostgreSQL driver: ``pg_notify`` in the capture transaction, ``LISTEN`` in every process."""
 
 from __future__ import annotations
 
