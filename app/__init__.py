@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -22,7 +20,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
     )
-    app.config["SECRET_KEY"] = settings.secret_key or secrets.token_hex(32)
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024  # UI and API bodies; captures have their own cap
     app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 20}
     app.config["HOOKBIN"] = settings

@@ -51,7 +51,8 @@ class Settings:
     commit_batch_max: int = 256
     #: Directory for the SQLite cross-process notification sockets. Empty: next to the database.
     run_dir: str = ""
-    #: How often (seconds) every live viewer re-checks the store, as a safety net under push.
+    #: How often (seconds) each process re-checks the bins its live viewers watch: a safety net
+    #: under push notifications, which may be lost (e.g. while a LISTEN connection reconnects).
     stream_poll_seconds: float = 5.0
     #: Replay/forward: allow loopback and private-network targets (localhost dev servers).
     #: Turn off on a public instance. Link-local and cloud metadata addresses are always refused.
@@ -71,8 +72,6 @@ class Settings:
     access_log: bool = True
     #: Requests shown per page in the UI and the default API page size.
     page_size: int = 50
-    #: Secret used to sign the UI's flash messages. Random per process when unset.
-    secret_key: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
