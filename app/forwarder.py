@@ -9,21 +9,18 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import TYPE_CHECKING
-
-from app import store
-
-if TYPE_CHECKING:
-    from app.services import Services
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
+Deliver = Callable[[str, str], None]
+
 
 class Forwarder:
-    """A queue of (request id, target URL) pairs and the thread that delivers them."""
+    """A queue of (request id, target URL) pairs and the thread that delivers them in order."""
 
-    def __init__(self, services: Services) -> None:
-        self._services = services
+    def __init__(self, deliver: Deliver) -> None:
+        self._deliver = deliver
         self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -39,16 +36,9 @@ class Forwarder:
         self._queue.put((request_id, url))
 
     def _run(self) -> None:
-        from app.replay import TargetRefused, record_refusal, replay
-
         while True:
             request_id, url = self._queue.get()
-            item = store.get_request(self._services.engine, request_id)
-            if item is None:
-                continue  # deleted before its turn came
             try:
-                replay(self._services, item, url, kind="forward")
-            except TargetRefused as exc:
-                record_refusal(self._services, item, url, "forward", str(exc))
+                self._deliver(request_id, url)
             except Exception:  # noqa: BLE001 - keep delivering the others
                 log.exception("forward of %s to %s failed", request_id, url)

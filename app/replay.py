@@ -82,3 +82,14 @@ def record_refusal(services: Services, item: dict[str, Any], url: str, kind: str
         elapsed_ms=0.0,
         error=f"refused: {why}",
     )
+
+
+def forward_one(services: Services, request_id: str, url: str) -> None:
+    """Auto-forward one stored request; a refused target is stored as a failed attempt."""
+    item = store.get_request(services.engine, request_id)
+    if item is None:
+        return  # deleted before its turn came
+    try:
+        replay(services, item, url, kind="forward")
+    except TargetRefused as exc:
+        record_refusal(services, item, url, "forward", str(exc))

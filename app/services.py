@@ -10,6 +10,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from flask import current_app
 from sqlalchemy.engine import Engine
@@ -35,9 +36,14 @@ class Services:
     hub: Hub
     batcher: CommitBatcher[store.Capture, store.Stored | None]
     bins: BinCache
-    forwarder: Forwarder
+    forwarder: Forwarder = field(init=False)
     _started_pid: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        from app.replay import forward_one
+
+        self.forwarder = Forwarder(partial(forward_one, self))
 
     def ensure_started(self) -> None:
         """Start listening for other processes' notifications (once per process, after fork)."""
@@ -96,17 +102,14 @@ def build_services(settings: Settings) -> Services:
         batch_max=settings.commit_batch_max,
         linger_seconds=settings.commit_linger_ms / 1000.0,
     )
-    services = Services(
+    return Services(
         settings=settings,
         engine=engine,
         notifier=notifier,
         hub=hub,
         batcher=batcher,
         bins=BinCache(lambda b: store.get_bin(engine, b)),
-        forwarder=None,  # type: ignore[arg-type]  # set just below; it needs the services
     )
-    services.forwarder = Forwarder(services)
-    return services
 
 
 def current_services() -> Services:
