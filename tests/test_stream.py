@@ -165,3 +165,15 @@ def test_viewer_resumes_after_a_server_restart(tmp_path: Path, sqlite_url: str) 
             resumed.close()
     finally:
         srv.stop()
+
+
+def test_the_zero_cursor_means_from_the_start(shared_server: Server) -> None:
+    # The bin page of an empty bin connects with this cursor, so that a request landing between
+    # the page render and the websocket handshake still shows up.
+    bin_ = shared_server.create_bin()
+    ids = _capture(shared_server, bin_["id"], 2)
+    viewer = Viewer(shared_server, bin_["id"], after="0" * 32)
+    try:
+        assert [i["id"] for i in viewer.wait_for(2)] == ids
+    finally:
+        viewer.close()

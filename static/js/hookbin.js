@@ -8,8 +8,10 @@
   // requests it missed.
   htmx.createWebSocket = function (url) {
     var u = new URL(url, window.location.href);
+    var list = document.getElementById("request-list");
     var newest = document.querySelector("#request-list .row");
-    if (newest) { u.searchParams.set("after", newest.dataset.id); } else { u.searchParams.delete("after"); }
+    var after = newest ? newest.dataset.id : (list && list.dataset.start);
+    if (after) { u.searchParams.set("after", after); } else { u.searchParams.delete("after"); }
     return new WebSocket(u.toString());
   };
 
