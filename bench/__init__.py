@@ -1,0 +1,1 @@
+"""Benchmarks for Hookbin (see BENCHMARKS.md). Not part of the installed package."""

@@ -1,0 +1,1262 @@
+"""Capture-path benchmark: Hookbin on SQLite against a bare Flask route, and live push latency.
+
+Run from the project root (about 3-4 minutes with the defaults)::
+
+    .venv/bin/python bench/capture_bench.py
+
+Part A - throughput and latency. For each round (default 3), interleaved: the bare Flask catch-all
+route (``bench/bare_app.py``), then Hookbin's capture URL on a fresh SQLite file with the default
+durable settings (synchronous=FULL, batched commits). Both run as
+``python -m gunicorn -c app/gunicorn_conf.py --bind ... --workers N --chdir ROOT APP`` - the argv
+``hookbin serve`` builds - and both get a short warm-up before ``wrk -t2 -c32 -d10s --latency -s
+bench/post.lua`` (a 1 KB JSON POST). Medians are compared; one extra Hookbin run with
+HOOKBIN_SQLITE_SYNCHRONOUS=NORMAL is for information. After each Hookbin run the server is stopped
+and the SQLite file is read directly: every request id wrk got a 200 for must be stored, and the
+only extra rows allowed are requests still in flight when wrk stopped reading.
+
+Part B - push latency. Hookbin with N workers, M idle viewers (default 300) on other bins'
+``/api/bins/<id>/stream`` websockets (one process, one selector loop, answering pings), one
+measuring viewer on the target bin (its own thread, blocking reads). A paced open-loop sender
+(another process, asyncio, raw HTTP/1.1 keep-alive connections) posts to the target bin at a fixed
+rate - by default half of Part A's median Hookbin throughput - for ~15 s, each request tagged
+``?n=<i>``. Push latency = monotonic time the viewer got the frame - monotonic time just before the
+request was written (CLOCK_MONOTONIC is system-wide on Linux, so both processes share it). The
+same run with 0 idle viewers is the comparison.
+
+Results: a markdown table on stdout and in bench/results/latest.md (raw numbers in latest.json,
+server logs in bench/results/logs/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import platform
+import re
+import selectors
+import shlex
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+POST_LUA = BENCH / "post.lua"
+GUNICORN_CONF = ROOT / "app" / "gunicorn_conf.py"
+BODY = b'{"event":"bench.capture","pad":"' + b"x" * (1024 - 34) + b'"}'
+assert len(BODY) == 1024
+
+_LOG_PROBLEM = re.compile(
+    r"Traceback|\[ERROR\]|\[CRITICAL\]|WORKER TIMEOUT|Exception|ERROR|WARNING|failed", re.I
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# small helpers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of ``values``."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[k]
+
+
+def table_header(cells: list[str]) -> str:
+    """A markdown table's header row."""
+    return "| " + " | ".join(cells) + " |"
+
+
+def cmdline(argv: list[str], env: dict[str, str] | None = None) -> str:
+    shown = [str(a) for a in argv]
+    if shown and shown[0] == sys.executable:
+        shown[0] = "python"
+    shown = [s.replace(str(ROOT) + "/", "").replace(str(ROOT), ".") for s in shown]
+    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (env or {}).items())
+    return (prefix + " " if prefix else "") + " ".join(shlex.quote(s) for s in shown)
+
+
+def http(
+    method: str, url: str, body: bytes | None = None, timeout: float = 10
+) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method=method)  # noqa: S310 - loopback only
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of one process, in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# servers
+
+
+@dataclass
+class Server:
+    """One gunicorn master (bare Flask or Hookbin) started by this benchmark."""
+
+    name: str
+    app_spec: str
+    port: int
+    workers: int
+    env: dict[str, str]
+    log_path: Path
+    db_path: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    argv: list[str] = field(default_factory=list)
+    conf: Path = GUNICORN_CONF
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        if self.proc is None:
+            return []
+        try:
+            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p) for p in self.worker_pids())
+
+    def rss(self) -> float:
+        return sum(rss_mb(p) for p in self.worker_pids())
+
+    def start(self) -> None:
+        self.argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(self.conf),
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(self.workers),
+            "--chdir",
+            str(ROOT),
+            self.app_spec,
+        ]
+        env = _clean_env()
+        env.update(self.env)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(  # noqa: S603
+            self.argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        probe = "/healthz" if self.app_spec.startswith("app.") else "/ready"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
+            try:
+                status, _ = http("GET", self.url + probe, timeout=2)
+                if status == 200 and len(self.worker_pids()) >= self.workers:
+                    # Let every worker finish importing: hit it a few more times.
+                    for _ in range(20):
+                        http("GET", self.url + probe, timeout=2)
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not come up; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def create_bin(self) -> dict[str, Any]:
+        status, body = http("POST", self.url + "/api/bins")
+        if status != 201:
+            raise RuntimeError(f"POST /api/bins answered {status}: {body[:200]!r}")
+        return json.loads(body)
+
+
+def _clean_env() -> dict[str, str]:
+    # Only the HOOKBIN_* values this benchmark sets apply; nothing leaks in from the shell.
+    return {k: v for k, v in os.environ.items() if not k.startswith("HOOKBIN_")}
+
+
+def migrate(db_path: Path, log_path: Path) -> list[str]:
+    env = _clean_env()
+    env["HOOKBIN_DATABASE_URL"] = f"sqlite:///{db_path}"
+    argv = [sys.executable, "-m", "app.cli", "migrate"]
+    with log_path.open("ab") as log:
+        subprocess.run(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)  # noqa: S603
+    return argv
+
+
+class Servers:
+    """Starts servers on fresh ports/DB files and remembers them for cleanup and reporting."""
+
+    def __init__(self, workdir: Path, logdir: Path, workers: int) -> None:
+        self.workdir = workdir
+        self.logdir = logdir
+        self.workers = workers
+        self.extra_env: dict[str, str] = {}
+        self.conf = GUNICORN_CONF
+        self.started: list[Server] = []
+        self.commands: dict[str, str] = {}
+        self._n = 0
+
+    def bare(self) -> Server:
+        self._n += 1
+        env = {"HOOKBIN_ACCESS_LOG": "false"}
+        srv = Server(
+            "bare Flask",
+            "bench.bare_app:app",
+            free_port(),
+            self.workers,
+            env,
+            self.logdir / f"{self._n:02d}-bare.log",
+        )
+        self.started.append(srv)
+        srv.start()
+        self.commands.setdefault("bare", cmdline(srv.argv, env).replace(f":{srv.port}", ":P"))
+        return srv
+
+    def hookbin(
+        self,
+        label: str,
+        extra_env: dict[str, str] | None = None,
+        *,
+        conf: Path | None = None,
+        workers: int | None = None,
+    ) -> Server:
+        self._n += 1
+        run_dir = self.workdir / f"{self._n:02d}-{label}"
+        run_dir.mkdir(parents=True)
+        db_path = run_dir / "hookbin.sqlite3"
+        log_path = self.logdir / f"{self._n:02d}-{label}.log"
+        env = {
+            "HOOKBIN_ACCESS_LOG": "false",
+            "HOOKBIN_DATABASE_URL": f"sqlite:///{db_path}",
+        }
+        env.update(self.extra_env)
+        env.update(extra_env or {})
+        margv = migrate(db_path, log_path)
+        port = free_port()
+        env["HOOKBIN_LISTEN_PORT"] = str(port)  # what `hookbin serve` sets
+        srv = Server(label, "app.wsgi:app", port, workers or self.workers, env, log_path, db_path)
+        srv.conf = conf or self.conf
+        self.started.append(srv)
+        srv.start()
+        self.commands.setdefault(
+            "migrate", cmdline(margv, {"HOOKBIN_DATABASE_URL": "sqlite:////abs/db"})
+        )
+        shown_env = {**env, "HOOKBIN_DATABASE_URL": "sqlite:////abs/db", "HOOKBIN_LISTEN_PORT": "P"}
+        self.commands.setdefault(label, cmdline(srv.argv, shown_env).replace(f":{port}", ":P"))
+        return srv
+
+    def stats_lines(self) -> dict[str, list[str]]:
+        """BATCHSTATS lines (bench/gunicorn_stats_conf.py) per server log."""
+        out = {}
+        for srv in self.started:
+            with contextlib.suppress(OSError):
+                found = re.findall(r"BATCHSTATS .*", srv.log_path.read_text(errors="replace"))
+                if found:
+                    out[srv.log_path.name] = found
+        return out
+
+    def stop_all(self) -> None:
+        for srv in self.started:
+            with contextlib.suppress(Exception):
+                srv.stop()
+
+    def log_problems(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for srv in self.started:
+            try:
+                lines = srv.log_path.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            bad = [ln for ln in lines if _LOG_PROBLEM.search(ln)]
+            if bad:
+                out[srv.log_path.name] = bad
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Part A: wrk
+
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not m:
+        raise ValueError(f"unparsable latency {text!r}")
+    return float(m.group(1)) * _UNIT_MS[m.group(2)]
+
+
+@dataclass
+class WrkResult:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    completed: int
+    statuses: dict[int, int]
+    sent: int
+    socket_errors: dict[str, int]
+    server_cpu_pct: float = 0.0
+    check: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> int:
+        return self.statuses.get(200, 0)
+
+
+def parse_wrk(out: str) -> WrkResult:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    completed = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    statuses = {int(c): int(n) for c, n in re.findall(r"^STATUS (\d+) (\d+)$", out, re.M)}
+    sent_m = re.search(r"^SENT (\d+)$", out, re.M)
+    errors: dict[str, int] = {}
+    em = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if em:
+        errors = dict(
+            zip(("connect", "read", "write", "timeout"), map(int, em.groups()), strict=True)
+        )
+    return WrkResult(
+        rps, p50, p99, completed, statuses, int(sent_m.group(1)) if sent_m else 0, errors
+    )
+
+
+class Wrk:
+    def __init__(self, threads: int, connections: int, duration: int) -> None:
+        self.threads = threads
+        self.connections = connections
+        self.duration = duration
+
+    def argv(self, url: str, duration: int | None = None) -> list[str]:
+        return [
+            "wrk",
+            f"-t{self.threads}",
+            f"-c{self.connections}",
+            f"-d{duration or self.duration}s",
+            "--latency",
+            "-s",
+            str(POST_LUA),
+            url,
+        ]
+
+    def run(self, url: str, *, duration: int | None = None, ids_dir: Path | None = None) -> str:
+        env = dict(os.environ)
+        env.pop("HOOKBIN_BENCH_IDS_DIR", None)
+        if ids_dir is not None:
+            ids_dir.mkdir(parents=True, exist_ok=True)
+            env["HOOKBIN_BENCH_IDS_DIR"] = str(ids_dir)
+        res = subprocess.run(  # noqa: S603
+            self.argv(url, duration),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=(duration or self.duration) + 60,
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"wrk failed ({res.returncode}): {res.stderr}\n{res.stdout}")
+        return res.stdout
+
+
+def measure(
+    wrk: Wrk, srv: Server, path: str, warmup_path: str, warmup: int, ids_dir: Path | None
+) -> WrkResult:
+    if warmup > 0:
+        wrk.run(srv.url + warmup_path, duration=warmup)
+    cpu0, t0 = srv.cpu(), time.monotonic()
+    out = wrk.run(srv.url + path, ids_dir=ids_dir)
+    cpu1, t1 = srv.cpu(), time.monotonic()
+    result = parse_wrk(out)
+    result.server_cpu_pct = 100 * (cpu1 - cpu0) / (t1 - t0)
+    return result
+
+
+def verify_rows(
+    db_path: Path, bin_id: str, result: WrkResult, ids_dir: Path, connections: int
+) -> dict[str, Any]:
+    """Compare the SQLite file's rows with the 200 answers wrk read (server already stopped)."""
+    acked: set[str] = set()
+    lines = 0
+    for f in ids_dir.glob("ids-*.txt"):
+        for m in re.finditer(r'"request_id":\s*"([0-9a-f]+)"', f.read_text()):
+            acked.add(m.group(1))
+            lines += 1
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        stored = {r[0] for r in con.execute("SELECT id FROM requests WHERE bin_id = ?", (bin_id,))}
+        with_body = con.execute(
+            "SELECT count(*) FROM requests r JOIN request_bodies b ON b.request_seq = r.seq "
+            "WHERE r.bin_id = ? AND length(b.data) = 1024",
+            (bin_id,),
+        ).fetchone()[0]
+    finally:
+        con.close()
+    missing = acked - stored
+    extra = stored - acked
+    unanswered = result.sent - result.completed
+    check = {
+        "answered_200": result.ok,
+        "ids_recorded": lines,
+        "distinct_ids": len(acked),
+        "rows_stored": len(stored),
+        "rows_with_1k_body": with_body,
+        "acked_but_missing": len(missing),
+        "stored_not_acked": len(extra),
+        "sent_without_answer": unanswered,
+    }
+    check["ok"] = (
+        lines == result.ok
+        and len(acked) == result.ok
+        and not missing
+        and with_body == len(stored)
+        and len(extra) <= max(unanswered, 0)
+        and len(extra) <= connections
+        and set(result.statuses) <= {200}
+    )
+    return check
+
+
+def part_a(args: argparse.Namespace, servers: Servers, log: Any) -> dict[str, Any]:
+    wrk = Wrk(args.threads, args.connections, args.duration)
+    runs: dict[str, list[WrkResult]] = {"bare": [], "hookbin": [], "hookbin_normal": []}
+    plan: list[str] = []
+    for _ in range(args.rounds):
+        plan += ["bare", "hookbin"]
+    if not args.no_normal:
+        plan.append("hookbin_normal")
+    for i, kind in enumerate(plan, 1):
+        if kind == "bare":
+            srv = servers.bare()
+            try:
+                res = measure(
+                    wrk, srv, "/h/bench/anything", "/h/warmup/anything", args.warmup, None
+                )
+            finally:
+                srv.stop()
+        else:
+            extra = {"HOOKBIN_SQLITE_SYNCHRONOUS": "NORMAL"} if kind == "hookbin_normal" else {}
+            srv = servers.hookbin(kind, extra)
+            try:
+                warm = srv.create_bin()["id"]
+                target = srv.create_bin()["id"]
+                ids_dir = servers.workdir / f"ids-{srv.log_path.stem}"
+                res = measure(
+                    wrk, srv, f"/h/{target}/anything", f"/h/{warm}/anything", args.warmup, ids_dir
+                )
+            finally:
+                srv.stop()
+            assert srv.db_path is not None
+            res.check = verify_rows(srv.db_path, target, res, ids_dir, args.connections)
+        runs[kind].append(res)
+        extra_txt = ""
+        if res.check:
+            c = res.check
+            extra_txt = (
+                f"  rows={c['rows_stored']} 200s={c['answered_200']} "
+                f"in-flight-at-stop={c['stored_not_acked']} missing={c['acked_but_missing']} "
+                f"{'OK' if c['ok'] else 'MISMATCH'}"
+            )
+        log(
+            f"[A {i}/{len(plan)}] {kind:15s} {res.rps:8.0f} req/s  p50 {res.p50_ms:7.2f} ms  "
+            f"p99 {res.p99_ms:7.2f} ms  server CPU {res.server_cpu_pct:4.0f}%  "
+            f"statuses={res.statuses} errors={ {k: v for k, v in res.socket_errors.items() if v} }"
+            + extra_txt
+        )
+    return {
+        "runs": {k: [asdict(r) for r in v] for k, v in runs.items()},
+        "wrk_command": cmdline(wrk.argv("http://127.0.0.1:P/h/<bin>/anything")),
+        "median": {
+            k: {
+                "rps": statistics.median(r.rps for r in v),
+                "p50_ms": statistics.median(r.p50_ms for r in v),
+                "p99_ms": statistics.median(r.p99_ms for r in v),
+                "server_cpu_pct": statistics.median(r.server_cpu_pct for r in v),
+            }
+            for k, v in runs.items()
+            if v
+        },
+        "pair_ratios": [h.rps / b.rps for b, h in zip(runs["bare"], runs["hookbin"], strict=False)],
+        "checks_ok": all(r.check.get("ok") for k in ("hookbin", "hookbin_normal") for r in runs[k]),
+    }
+
+
+def part_diagnose(args: argparse.Namespace, servers: Servers, log: Any) -> list[dict[str, Any]]:
+    """Rows per commit: Hookbin under bench/gunicorn_stats_conf.py (stock settings + exit hook)."""
+    wrk = Wrk(args.threads, args.connections, args.duration)
+    variants = [
+        ("default", {}, args.workers),
+        ("linger 1 ms", {"HOOKBIN_COMMIT_LINGER_MS": "1"}, args.workers),
+        ("linger 1 ms, 1 worker", {"HOOKBIN_COMMIT_LINGER_MS": "1"}, 1),
+    ]
+    out = []
+    for name, env, workers in variants:
+        srv = servers.hookbin("diag", env, conf=BENCH / "gunicorn_stats_conf.py", workers=workers)
+        try:
+            warm, target = srv.create_bin()["id"], srv.create_bin()["id"]
+            res = measure(wrk, srv, f"/h/{target}/x", f"/h/{warm}/x", args.warmup, None)
+        finally:
+            srv.stop()
+        stats = re.findall(r"BATCHSTATS pid=\d+ batches=(\d+) rows=(\d+)", srv.log_path.read_text())
+        batches = sum(int(b) for b, _ in stats)
+        rows = sum(int(r) for _, r in stats)
+        row = {
+            "variant": name,
+            "env": env,
+            "workers": workers,
+            "rps": res.rps,
+            "p50_ms": res.p50_ms,
+            "p99_ms": res.p99_ms,
+            "server_cpu_pct": res.server_cpu_pct,
+            "commits": batches,
+            "rows": rows,
+            "rows_per_commit": rows / batches if batches else float("nan"),
+        }
+        out.append(row)
+        log(
+            f"[D] {name:22s} {res.rps:7.0f} req/s p50 {res.p50_ms:6.1f} p99 {res.p99_ms:6.1f} ms "
+            f"CPU {res.server_cpu_pct:3.0f}%  commits={batches} rows={rows} "
+            f"({row['rows_per_commit']:.2f} rows/commit)"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Part B: push latency
+
+
+def idle_viewers_main(urls: list[str], ready: Any, stop: Any, out: Any) -> None:
+    """Child process: hold ``urls`` open as idle websocket viewers, answering pings."""
+    import websocket  # websocket-client
+
+    stats = {"opened": 0, "open_errors": 0, "closed_early": 0, "unexpected_frames": 0, "errors": []}
+    sel = selectors.DefaultSelector()
+    conns: list[Any] = []
+    for url in urls:
+        try:
+            ws = websocket.create_connection(url, timeout=20)
+        except Exception as exc:  # noqa: BLE001
+            stats["open_errors"] += 1
+            if len(stats["errors"]) < 5:
+                stats["errors"].append(f"open: {exc!r}")
+            continue
+        conns.append(ws)
+        sel.register(ws.sock, selectors.EVENT_READ, ws)
+        stats["opened"] += 1
+    ready.set()
+    while not stop.is_set():
+        for key, _ in sel.select(timeout=0.2):
+            ws = key.data
+            try:
+                opcode, _data = ws.recv_data(control_frame=True)  # answers pings itself
+            except Exception as exc:  # noqa: BLE001
+                stats["closed_early"] += 1
+                if len(stats["errors"]) < 5:
+                    stats["errors"].append(f"recv: {exc!r}")
+                sel.unregister(ws.sock)
+                continue
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                stats["unexpected_frames"] += 1
+            elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                stats["closed_early"] += 1
+                sel.unregister(ws.sock)
+    for ws in conns:
+        with contextlib.suppress(Exception):
+            ws.close(timeout=1)
+    out.put(stats)
+
+
+def sender_main(
+    port: int,
+    path: str,
+    rate: float,
+    duration: float,
+    connections: int,
+    start_at: float,
+    out_path: str,
+) -> None:
+    """Child process: open-loop paced POSTs ``path?n=<i>`` at ``rate``/s, results to a file."""
+    total = int(rate * duration)
+    t_send = [0.0] * total
+    t_done = [0.0] * total
+    status = [0] * total
+    req_id = [""] * total
+    late = [0.0] * total
+    conn_errors: list[str] = []
+
+    head_tpl = (
+        "POST {path}?n={n} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/json\r\nUser-Agent: hookbin-bench-paced\r\n"
+        "Content-Length: 1024\r\n\r\n"
+    )
+
+    async def one_conn(c: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for n in range(c, total, connections):
+            due = start_at + n / rate
+            now = time.monotonic()
+            if due > now:
+                await asyncio.sleep(due - now)
+            data = head_tpl.format(path=path, n=n, port=port).encode() + BODY
+            t0 = time.monotonic()
+            late[n] = t0 - due
+            t_send[n] = t0
+            try:
+                writer.write(data)
+                head = await reader.readuntil(b"\r\n\r\n")
+                code = int(head.split(b" ", 2)[1])
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                body = await reader.readexactly(length) if length else b""
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                conn_errors.append(f"n={n}: {exc!r}")
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                continue
+            t_done[n] = time.monotonic()
+            status[n] = code
+            if code == 200:
+                m = re.search(rb'"request_id":\s*"([0-9a-f]+)"', body)
+                req_id[n] = m.group(1).decode() if m else ""
+        writer.close()
+
+    async def main() -> None:
+        await asyncio.gather(*(one_conn(c) for c in range(connections)))
+
+    asyncio.run(main())
+    with open(out_path, "w") as f:
+        json.dump(
+            {
+                "t_send": t_send,
+                "t_done": t_done,
+                "status": status,
+                "request_id": req_id,
+                "late": late,
+                "conn_errors": conn_errors[:20],
+                "conn_error_count": len(conn_errors),
+            },
+            f,
+        )
+
+
+class MeasuringViewer(threading.Thread):
+    """Receives the target bin's frames and stamps them with time.monotonic()."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True, name="measuring-viewer")
+        import websocket
+
+        self.ws = websocket.create_connection(url, timeout=20)
+        self.ws.settimeout(0.5)
+        self.frames: list[tuple[float, str]] = []
+        self.stop_flag = threading.Event()
+        self.error: str | None = None
+
+    def run(self) -> None:
+        import websocket
+
+        while not self.stop_flag.is_set():
+            try:
+                text = self.ws.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            except Exception as exc:  # noqa: BLE001
+                self.error = repr(exc)
+                return
+            self.frames.append((time.monotonic(), text))
+
+    def close(self) -> None:
+        self.stop_flag.set()
+        self.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.ws.close(timeout=1)
+
+
+def push_run(
+    args: argparse.Namespace, servers: Servers, idle: int, rate: float, log: Any
+) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    srv = servers.hookbin(f"push-idle{idle}")
+    idle_proc = None
+    stop = ctx.Event()
+    stats_q = ctx.Queue()
+    viewer = None
+    try:
+        target = srv.create_bin()["id"]
+        others = [srv.create_bin()["id"] for _ in range(idle)]
+        ws_base = f"ws://127.0.0.1:{srv.port}/api/bins"
+        rss_before = srv.rss()
+        t_open = time.monotonic()
+        if idle:
+            ready = ctx.Event()
+            idle_proc = ctx.Process(
+                target=idle_viewers_main,
+                args=([f"{ws_base}/{b}/stream" for b in others], ready, stop, stats_q),
+                daemon=True,
+            )
+            idle_proc.start()
+            if not ready.wait(timeout=120):
+                raise RuntimeError("idle viewers did not connect within 120 s")
+        open_seconds = time.monotonic() - t_open
+        viewer = MeasuringViewer(f"{ws_base}/{target}/stream")
+        viewer.start()
+        time.sleep(1.0)  # let subscriptions settle
+        rss_with_viewers = srv.rss()
+
+        out_path = servers.workdir / f"sender-idle{idle}.json"
+        start_at = time.monotonic() + 1.0
+        cpu0 = srv.cpu()
+        sender = ctx.Process(
+            target=sender_main,
+            args=(
+                srv.port,
+                f"/h/{target}/push",
+                rate,
+                args.push_duration,
+                args.push_connections,
+                start_at,
+                str(out_path),
+            ),
+        )
+        sender.start()
+        sender.join(timeout=args.push_duration + 120)
+        if sender.is_alive():
+            sender.kill()
+            raise RuntimeError("paced sender did not finish")
+        elapsed = time.monotonic() - start_at
+        cpu_pct = 100 * (srv.cpu() - cpu0) / elapsed
+        sent = json.loads(out_path.read_text())
+        total = len(sent["t_send"])
+        acked = {n for n in range(total) if sent["status"][n] == 200}
+        # Wait for the stragglers (the hub's safety-net poll is 5 s by default).
+        deadline = time.monotonic() + args.drain_seconds
+        while time.monotonic() < deadline:
+            got = {_frame_n(t) for _, t in list(viewer.frames)}
+            if acked <= got:
+                break
+            time.sleep(0.2)
+        viewer.close()
+        stop.set()
+        idle_stats: dict[str, Any] = {}
+        if idle_proc is not None:
+            try:
+                idle_stats = stats_q.get(timeout=30)
+            except Exception:  # noqa: BLE001
+                idle_stats = {"error": "no stats from idle viewer process"}
+            idle_proc.join(timeout=10)
+    finally:
+        if viewer is not None and viewer.is_alive():
+            viewer.close()
+        stop.set()
+        if idle_proc is not None and idle_proc.is_alive():
+            idle_proc.kill()
+        srv.stop()
+
+    recv: dict[int, tuple[float, str]] = {}
+    dup = 0
+    foreign = 0
+    id_mismatch = 0
+    for t, text in viewer.frames:
+        n = _frame_n(text)
+        if n is None:
+            foreign += 1
+            continue
+        if n in recv:
+            dup += 1
+            continue
+        recv[n] = (t, text)
+    lat = []
+    answer_lat = []
+    for n in sorted(acked):
+        answer_lat.append((sent["t_done"][n] - sent["t_send"][n]) * 1000)
+        if n in recv:
+            lat.append((recv[n][0] - sent["t_send"][n]) * 1000)
+            rid = json.loads(recv[n][1])["request"]["id"]
+            if rid != sent["request_id"][n]:
+                id_mismatch += 1
+    missing = len(acked - set(recv))
+    non200 = total - len(acked)
+    late_ms = [x * 1000 for x in sent["late"]]
+    achieved = total / (max(sent["t_send"]) - min(t for t in sent["t_send"] if t > 0))
+    result = {
+        "idle_viewers": idle,
+        "target_rate": rate,
+        "achieved_rate": achieved,
+        "sent": total,
+        "answered_200": len(acked),
+        "non_200": non200,
+        "sender_conn_errors": sent["conn_error_count"],
+        "frames_matched": len(lat),
+        "missing_frames": missing,
+        "duplicate_frames": dup,
+        "foreign_frames": foreign,
+        "request_id_mismatches": id_mismatch,
+        "push_p50_ms": pct(lat, 50),
+        "push_p95_ms": pct(lat, 95),
+        "push_p99_ms": pct(lat, 99),
+        "push_max_ms": max(lat) if lat else float("nan"),
+        "answer_p50_ms": pct(answer_lat, 50),
+        "answer_p99_ms": pct(answer_lat, 99),
+        "sends_late_over_5ms": sum(1 for x in late_ms if x > 5),
+        "send_late_p99_ms": pct(late_ms, 99),
+        "server_cpu_pct": cpu_pct,
+        "rss_mb_before_viewers": rss_before,
+        "rss_mb_with_viewers": rss_with_viewers,
+        "viewers_open_seconds": open_seconds,
+        "idle_viewer_stats": idle_stats,
+        "measuring_viewer_error": viewer.error,
+    }
+    log(
+        f"[B] idle={idle:4d} rate {achieved:7.0f}/s (target {rate:.0f})  push p50 "
+        f"{result['push_p50_ms']:.1f} p95 {result['push_p95_ms']:.1f} "
+        f"p99 {result['push_p99_ms']:.1f} "
+        f"max {result['push_max_ms']:.1f} ms  missing {missing}  dup {dup}  non-200 {non200}  "
+        f"answer p99 {result['answer_p99_ms']:.1f} ms  server CPU {cpu_pct:.0f}%  "
+        f"RSS {rss_before:.0f}->{rss_with_viewers:.0f} MB  idle={idle_stats}"
+    )
+    return result
+
+
+_N_RE = re.compile(r'"query_string":\s*"n=(\d+)"')
+
+
+def _frame_n(text: str) -> int | None:
+    m = _N_RE.search(text)
+    return int(m.group(1)) if m else None
+
+
+def part_b(args: argparse.Namespace, servers: Servers, peak: float, log: Any) -> dict[str, Any]:
+    rate = args.push_rate or peak * args.push_fraction
+    if not args.push_connections:
+        args.push_connections = max(32, int(rate / 5) + 1)
+    results = []
+    for idle in (args.idle_viewers, 0):
+        results.append(push_run(args, servers, idle, rate, log))
+    return {"peak_rps": peak, "rate": rate, "runs": results}
+
+
+# --------------------------------------------------------------------------------------------------
+# report
+
+
+def report(
+    args: argparse.Namespace,
+    a: dict[str, Any] | None,
+    b: dict[str, Any] | None,
+    d: list[dict[str, Any]] | None,
+    servers: Servers,
+    problems: dict[str, list[str]],
+    started: float,
+) -> str:
+    lines: list[str] = []
+    w = lines.append
+    w(f"# Capture benchmark - {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}")
+    w("")
+    w(
+        f"Machine: {os.cpu_count()} cores, {platform.platform()}, "
+        f"Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version} (Python module), loopback only. "
+        f"Workers: {args.workers} (gevent). Runtime: {time.monotonic() - started:.0f} s."
+    )
+    if servers.conf != GUNICORN_CONF:
+        w("")
+        w(f"**Hookbin ran with the diagnostic config** `{servers.conf.relative_to(ROOT)}`.")
+    if servers.extra_env:
+        w("")
+        w(f"**Non-default Hookbin settings for this run:** `{servers.extra_env}`")
+    w("")
+    if a:
+        med = a["median"]
+        bare = med["bare"]
+        w(f"## A. Throughput and latency ({args.rounds} interleaved rounds, medians)")
+        w("")
+        w("| server | req/s | ratio vs bare | p50 ms | p99 ms | server CPU | per-round req/s |")
+        w("|---|---:|---:|---:|---:|---:|---|")
+        names = {
+            "bare": "bare Flask catch-all route (baseline)",
+            "hookbin": "Hookbin capture, SQLite synchronous=FULL (default)",
+            "hookbin_normal": "Hookbin capture, SQLite synchronous=NORMAL (info)",
+        }
+        for k in ("bare", "hookbin", "hookbin_normal"):
+            if k not in med:
+                continue
+            m = med[k]
+            rounds = ", ".join(f"{r['rps']:.0f}" for r in a["runs"][k])
+            w(
+                f"| {names[k]} | {m['rps']:,.0f} | {m['rps'] / bare['rps']:.2f}x | "
+                f"{m['p50_ms']:.2f} | {m['p99_ms']:.1f} | {m['server_cpu_pct']:.0f}% | {rounds} |"
+            )
+        w("")
+        pr = a["pair_ratios"]
+        w(
+            "Per-round ratios hookbin/bare: "
+            + ", ".join(f"{x:.2f}" for x in pr)
+            + f" (median {statistics.median(pr):.2f}). Target: >= 0.80x -> "
+            + ("**met**" if med["hookbin"]["rps"] / bare["rps"] >= 0.80 else "**missed**")
+            + "."
+        )
+        w("")
+        w("Stored rows vs. answers (SQLite file read directly after each server stopped):")
+        w("")
+        w(
+            table_header(
+                [
+                    "run",
+                    "200 answers",
+                    "rows stored",
+                    "acked but missing",
+                    "stored, no answer read (in flight when wrk stopped)",
+                    "non-200 / socket errors",
+                    "check",
+                ]
+            ),
+        )
+        w("|---|---:|---:|---:|---:|---|---|")
+        for k in ("hookbin", "hookbin_normal"):
+            for i, r in enumerate(a["runs"][k], 1):
+                c = r["check"]
+                errs = {kk: v for kk, v in r["socket_errors"].items() if v}
+                non200 = {s: n for s, n in r["statuses"].items() if int(s) != 200}
+                w(
+                    f"| {k} #{i} | {c['answered_200']} | {c['rows_stored']} | "
+                    f"{c['acked_but_missing']} | "
+                    f"{c['stored_not_acked']} (of {c['sent_without_answer']} unanswered) | "
+                    f"{non200 or 0} / {errs or 0} | {'OK' if c['ok'] else 'MISMATCH'} |"
+                )
+        w("")
+    if b:
+        w(
+            f"## B. Push latency at {b['rate']:.0f} captures/s "
+            f"({args.push_fraction:.0%} of peak {b['peak_rps']:.0f}/s), "
+            f"{args.push_duration:.0f} s, "
+            f"{args.workers} workers"
+        )
+        w("")
+        w(
+            table_header(
+                [
+                    "idle viewers",
+                    "achieved rate",
+                    "push p50 ms",
+                    "p95 ms",
+                    "p99 ms",
+                    "max ms",
+                    "missing frames",
+                    "dup",
+                    "answer p50/p99 ms",
+                    "server CPU",
+                    "worker RSS before -> with viewers",
+                ]
+            ),
+        )
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|")
+        for r in b["runs"]:
+            w(
+                f"| {r['idle_viewers']} | {r['achieved_rate']:.0f}/s | {r['push_p50_ms']:.1f} | "
+                f"{r['push_p95_ms']:.1f} | **{r['push_p99_ms']:.1f}** | {r['push_max_ms']:.1f} | "
+                f"{r['missing_frames']} | {r['duplicate_frames']} | "
+                f"{r['answer_p50_ms']:.1f} / {r['answer_p99_ms']:.1f} | "
+                f"{r['server_cpu_pct']:.0f}% | "
+                f"{r['rss_mb_before_viewers']:.0f} -> {r['rss_mb_with_viewers']:.0f} MB |"
+            )
+        w("")
+        main_run = b["runs"][0]
+        w(
+            f"Target: p99 <= 25 ms with {main_run['idle_viewers']} idle viewers -> "
+            + ("**met**" if main_run["push_p99_ms"] <= 25 else "**missed**")
+            + "; missing frames must be 0 -> "
+            + ("ok" if all(r["missing_frames"] == 0 for r in b["runs"]) else "**FRAMES MISSING**")
+            + "."
+        )
+        for r in b["runs"]:
+            extras = []
+            if r["non_200"]:
+                extras.append(f"{r['non_200']} non-200 answers")
+            if r["sender_conn_errors"]:
+                extras.append(f"{r['sender_conn_errors']} sender connection errors")
+            if r["request_id_mismatches"]:
+                extras.append(f"{r['request_id_mismatches']} frame/answer id mismatches")
+            if r["foreign_frames"]:
+                extras.append(f"{r['foreign_frames']} unmatched frames")
+            if r["achieved_rate"] < 0.95 * r["target_rate"]:
+                extras.append(
+                    f"**sender fell behind: {r['achieved_rate']:.0f}/s of "
+                    f"{r['target_rate']:.0f}/s**"
+                )
+            if r["sends_late_over_5ms"]:
+                extras.append(f"{r['sends_late_over_5ms']} sends >5 ms behind schedule")
+            st = r.get("idle_viewer_stats") or {}
+            if st.get("open_errors") or st.get("closed_early") or st.get("unexpected_frames"):
+                extras.append(f"idle viewers: {st}")
+            if r["measuring_viewer_error"]:
+                extras.append(f"measuring viewer: {r['measuring_viewer_error']}")
+            if extras:
+                w(f"- idle={r['idle_viewers']}: " + "; ".join(extras))
+        w("")
+    if d:
+        bare_rps = a["median"]["bare"]["rps"] if a else None
+        w("## Diagnosis: rows per commit (bench/gunicorn_stats_conf.py = stock conf + exit hook)")
+        w("")
+        w(
+            table_header(
+                [
+                    "variant",
+                    "workers",
+                    "req/s",
+                    "vs bare median",
+                    "p50 ms",
+                    "p99 ms",
+                    "server CPU",
+                    "commits",
+                    "rows",
+                    "rows/commit",
+                ]
+            ),
+        )
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in d:
+            ratio = f"{r['rps'] / bare_rps:.2f}x" if bare_rps else "n/a"
+            w(
+                f"| {r['variant']} | {r['workers']} | {r['rps']:,.0f} | {ratio} | "
+                f"{r['p50_ms']:.1f} | "
+                f"{r['p99_ms']:.1f} | {r['server_cpu_pct']:.0f}% | {r['commits']} | {r['rows']} | "
+                f"{r['rows_per_commit']:.2f} |"
+            )
+        w("")
+    w("## Commands")
+    w("")
+    w("```sh")
+    for k, v in servers.commands.items():
+        w(f"# {k}")
+        w(v)
+    if a:
+        w("# load (Part A; one warm-up of --warmup s on another bin first)")
+        w(a["wrk_command"])
+    if b:
+        w(
+            "# load (Part B): bench/capture_bench.py's paced sender, "
+            f"{args.push_connections} keep-alive "
+            f"connections, {b['rate']:.0f} POST/s of 1 KB JSON, {args.push_duration:.0f} s"
+        )
+    w("```")
+    w("")
+    stats = servers.stats_lines()
+    if stats:
+        w("## Worker diagnostics (bench/gunicorn_stats_conf.py)")
+        w("")
+        for name, found in stats.items():
+            for line in found:
+                w(f"- {name}: `{line}`")
+        w("")
+    w("## Server logs")
+    w("")
+    if problems:
+        for name, bad in problems.items():
+            w(f"- {name}: {len(bad)} suspicious line(s), first: `{bad[0][:200]}`")
+    else:
+        w("No errors, warnings or tracebacks in any server log.")
+    w("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workers", type=int, default=2, help="gunicorn gevent workers (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    p.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    p.add_argument(
+        "--warmup", type=int, default=2, help="wrk warm-up seconds per server (default 2)"
+    )
+    p.add_argument(
+        "--rounds", type=int, default=3, help="interleaved bare/hookbin rounds (default 3)"
+    )
+    p.add_argument("--no-normal", action="store_true", help="skip the synchronous=NORMAL run")
+    p.add_argument(
+        "--idle-viewers", type=int, default=300, help="idle websocket viewers (default 300)"
+    )
+    p.add_argument(
+        "--push-duration", type=float, default=15, help="seconds of paced load (default 15)"
+    )
+    p.add_argument(
+        "--push-fraction", type=float, default=0.5, help="fraction of peak (default 0.5)"
+    )
+    p.add_argument("--push-rate", type=float, default=0, help="captures/s for Part B (overrides)")
+    p.add_argument(
+        "--push-connections",
+        type=int,
+        default=0,
+        help="paced sender connections (default max(32, rate/5): >= 200 ms per request each)",
+    )
+    p.add_argument(
+        "--drain-seconds", type=float, default=10, help="wait for late frames (default 10)"
+    )
+    p.add_argument(
+        "--skip-throughput",
+        action="store_true",
+        help="skip Part A (needs --push-rate or measures peak briefly)",
+    )
+    p.add_argument("--skip-push", action="store_true", help="skip Part B")
+    p.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="also measure rows per commit (default vs HOOKBIN_COMMIT_LINGER_MS=1; ~45 s more)",
+    )
+    p.add_argument(
+        "--stats-conf",
+        action="store_true",
+        help="run Hookbin with bench/gunicorn_stats_conf.py (stock settings + diagnostic hooks)",
+    )
+    p.add_argument(
+        "--hookbin-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra HOOKBIN_* setting for every Hookbin server (experiments; repeatable)",
+    )
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where SQLite files go (default: a temp dir on disk)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the work dir")
+    p.add_argument("--output", type=Path, default=RESULTS / "latest.md")
+    args = p.parse_args()
+
+    if shutil.which("wrk") is None:
+        print("wrk is not installed", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="hookbin-bench-", dir="/var/tmp"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    logdir = RESULTS / "logs"
+    if logdir.exists():
+        shutil.rmtree(logdir)
+    logdir.mkdir(parents=True)
+    servers = Servers(workdir, logdir, args.workers)
+    if args.stats_conf:
+        servers.conf = BENCH / "gunicorn_stats_conf.py"
+    for item in args.hookbin_env:
+        key, _, value = item.partition("=")
+        servers.extra_env[key] = value
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    a = b = None
+    d = None
+    try:
+        if not args.skip_throughput:
+            a = part_a(args, servers, log)
+        if not args.skip_push:
+            if a:
+                peak = a["median"]["hookbin"]["rps"]
+            elif args.push_rate:
+                peak = args.push_rate / args.push_fraction
+            else:
+                wrk = Wrk(args.threads, args.connections, 5)
+                srv = servers.hookbin("peak-probe")
+                try:
+                    bin_id = srv.create_bin()["id"]
+                    peak = measure(wrk, srv, f"/h/{bin_id}/x", f"/h/{bin_id}/w", 2, None).rps
+                finally:
+                    srv.stop()
+                log(f"[B] measured peak {peak:.0f} req/s")
+            b = part_b(args, servers, peak, log)
+        if args.diagnose:
+            d = part_diagnose(args, servers, log)
+    finally:
+        servers.stop_all()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    problems = servers.log_problems()
+    text = report(args, a, b, d, servers, problems, started)
+    print()
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    (args.output.with_suffix(".json")).write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "a": a,
+                "b": b,
+                "diagnose": d,
+                "log_problems": problems,
+            },
+            indent=1,
+            default=str,
+        )
+    )
+    print(f"written to {args.output} (raw: {args.output.with_suffix('.json')}, logs: {logdir})")
+    ok = True
+    if a and not a["checks_ok"]:
+        ok = False
+    if b and any(r["missing_frames"] for r in b["runs"]):
+        ok = False
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+-- wrk script for bench/capture_bench.py: POST a 1 KB JSON body, count answers by status.
+--
+-- Environment (read by every wrk thread):
+--   HOOKBIN_BENCH_IDS_DIR  when set, each thread writes the bodies of its 200 answers (Hookbin's
+--                          {"ok":true,"request_id":...} lines) to <dir>/ids-<thread>.txt, so the
+--                          benchmark can check every acknowledged capture against the database.
+-- At the end it prints "STATUS <code> <count>" lines and "SENT <count>".
+
+local pad = string.rep("x", 1024)
+-- exactly 1024 bytes of valid JSON
+local body = '{"event":"bench.capture","pad":"' .. string.sub(pad, 1, 1024 - 34) .. '"}'
+
+wrk.method = "POST"
+wrk.body = body
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["User-Agent"] = "hookbin-bench-wrk"
+
+local threads = {}
+local next_id = 0
+
+function setup(thread)
+  thread:set("tid", next_id)
+  next_id = next_id + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  counts = {}
+  sent = 0
+  out = nil
+  pending = 0
+  local dir = os.getenv("HOOKBIN_BENCH_IDS_DIR")
+  if dir ~= nil and dir ~= "" then
+    out = io.open(dir .. "/ids-" .. tostring(tid) .. ".txt", "w")
+  end
+  req = wrk.format()
+end
+
+function request()
+  sent = sent + 1
+  return req
+end
+
+function response(status, headers, resp_body)
+  counts[status] = (counts[status] or 0) + 1
+  if out ~= nil and status == 200 then
+    out:write(resp_body)
+    pending = pending + 1
+    if pending >= 256 then
+      out:flush()
+      pending = 0
+    end
+  end
+end
+
+function done(summary, latency, requests)
+  local totals = {}
+  local total_sent = 0
+  for _, t in ipairs(threads) do
+    total_sent = total_sent + t:get("sent")
+    local c = t:get("counts")
+    for code, n in pairs(c) do
+      totals[code] = (totals[code] or 0) + n
+    end
+  end
+  for code, n in pairs(totals) do
+    io.write(string.format("STATUS %d %d\n", code, n))
+  end
+  io.write(string.format("SENT %d\n", total_sent))
+end
