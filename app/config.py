@@ -54,6 +54,9 @@ class Settings:
     #: How often (seconds) each process re-checks the bins its live viewers watch: a safety net
     #: under push notifications, which may be lost (e.g. while a LISTEN connection reconnects).
     stream_poll_seconds: float = 5.0
+    #: Requests held in memory for one live viewer. A viewer that reads more slowly is fed from
+    #: the database as it catches up, so it still gets everything, in order.
+    stream_max_backlog: int = 2000
     #: Replay/forward: allow loopback and private-network targets (localhost dev servers).
     #: Turn off on a public instance. Link-local and cloud metadata addresses are always refused.
     allow_private_targets: bool = True

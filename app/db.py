@@ -96,20 +96,39 @@ attempts = sa.Table(
 )
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of an SQLite URL; None for in-memory databases and other backends."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1]
+    return Path(path) if path and path != ":memory:" else None
+
+
 def make_engine(
-    url: str, *, sqlite_synchronous: str = "FULL", sqlite_busy_timeout_ms: int = 5000
+    url: str,
+    *,
+    sqlite_synchronous: str = "FULL",
+    sqlite_busy_timeout_ms: int = 5000,
+    single_connection: bool = False,
 ) -> Engine:
-    """Create the engine for ``url``; SQLite files get WAL, foreign keys and explicit locking."""
+    """Create the engine for ``url``; SQLite files get WAL, foreign keys and explicit locking.
+
+    ``single_connection`` builds an engine that owns exactly one connection, for the commit writer:
+    it is used from one native thread at a time, and a pool's locks would be gevent's.
+    """
     if not url.startswith("sqlite"):
         return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
-    path = url.split("///", 1)[-1]
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    pool_args: dict[str, object] = (
+        {"poolclass": sa.pool.StaticPool} if single_connection else {"pool_size": 10}
+    )
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000},
-        pool_size=10,
+        **pool_args,
     )
     synchronous = sqlite_synchronous.upper()
     if synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:

@@ -20,54 +20,90 @@ log = logging.getLogger(__name__)
 Item = dict[str, Any]
 FetchAfter = Callable[[str, int, int], list[Item]]
 LastSeq = Callable[[str], int]
+HighWater = Callable[[], int]
+ChangedSince = Callable[[int], dict[str, int]]
 
 _FETCH_LIMIT = 500
-#: Items a viewer may have queued and unsent before it is dropped; it reconnects with ``after``.
-_MAX_BACKLOG = 2000
 
 
 class Viewer:
-    """One live connection watching one bin."""
+    """One live connection watching one bin.
 
-    def __init__(self, bin_id: str) -> None:
+    At most ``max_backlog`` items wait in memory for a viewer. One that reads more slowly than
+    requests arrive stops being fed ("lagging") and is refilled from the database once it has
+    sent half of what it holds, so a slow or stalled browser costs bounded memory and still
+    gets every request, in order, without reconnecting.
+    """
+
+    def __init__(
+        self,
+        bin_id: str,
+        max_backlog: int = 2000,
+        refill: Callable[[str], None] | None = None,
+    ) -> None:
         self.bin_id = bin_id
-        #: Highest sequence handed to this viewer; None until the starting point is known.
+        self.max_backlog = max(1, max_backlog)
+        #: Highest sequence queued for this viewer; None until the starting point is known.
         self.last: int | None = None
         self.closed = False
-        self._queue: queue.Queue[Item | None] = queue.Queue()
+        #: Its queue was full: the hub skips it until it asks for more.
+        self.lagging = False
+        self._refill = refill
+        self._queue: queue.Queue[Item] = queue.Queue()
 
     def offer(self, rows: list[Item]) -> None:
-        """Queue the rows this viewer has not seen (called by the hub's dispatcher only)."""
-        if self.last is None or self.closed:
+        """Queue the rows this viewer has not seen, as many as fit (hub dispatcher only)."""
+        if self.last is None or self.closed or self.lagging:
             return
         for row in rows:
-            if row["seq"] > self.last:
-                self._queue.put(row)
-                self.last = row["seq"]
-        if self._queue.qsize() > _MAX_BACKLOG:
-            log.warning("viewer of %s fell %d items behind; dropping it", self.bin_id, _MAX_BACKLOG)
-            self.kick()
+            if row["seq"] <= self.last:
+                continue
+            if self._queue.qsize() >= self.max_backlog:
+                self.lagging = True
+                return
+            self._queue.put(row)
+            self.last = row["seq"]
 
-    def kick(self) -> None:
-        """End this viewer's stream (it may reconnect and resume)."""
-        self.closed = True
-        self._queue.put(None)
+    def queued(self) -> int:
+        """How many items wait to be sent."""
+        return self._queue.qsize()
 
     def get(self, timeout: float) -> Item | None:
-        """The next item, or None on timeout or when the viewer was kicked."""
+        """The next item, or None on timeout."""
         try:
-            return self._queue.get(timeout=timeout)
+            item = self._queue.get(timeout=timeout)
         except queue.Empty:
-            return None
+            item = None
+        if self.lagging and self._queue.qsize() <= self.max_backlog // 2:
+            # Half drained (or idle, which also covers a refill lost to a race): read on from
+            # the database where this viewer's queue ends.
+            self.lagging = False
+            if self._refill is not None:
+                self._refill(self.bin_id)
+        return item
 
 
 class Hub:
     """Fans new requests out to this process's viewers."""
 
-    def __init__(self, fetch_after: FetchAfter, last_seq: LastSeq, poll_seconds: float) -> None:
+    def __init__(
+        self,
+        fetch_after: FetchAfter,
+        last_seq: LastSeq,
+        poll_seconds: float,
+        *,
+        high_water: HighWater,
+        changed_since: ChangedSince,
+        max_backlog: int = 2000,
+    ) -> None:
+        self._max_backlog = max_backlog
         self._fetch_after = fetch_after
         self._last_seq = last_seq
         self._poll = poll_seconds
+        self._high_water = high_water
+        self._changed_since = changed_since
+        #: Every request up to this sequence has been seen by the safety-net poll.
+        self._polled: int | None = None
         self._viewers: dict[str, set[Viewer]] = {}
         self._dirty: set[str] = set()
         self._cond = threading.Condition()
@@ -77,7 +113,7 @@ class Hub:
 
     def subscribe(self, bin_id: str, after_seq: int | None) -> Viewer:
         """Watch ``bin_id``: from ``after_seq`` when given, otherwise from now on."""
-        viewer = Viewer(bin_id)
+        viewer = Viewer(bin_id, self._max_backlog, refill=self.wake)
         with self._cond:
             self._ensure_dispatcher()
             self._viewers.setdefault(bin_id, set()).add(viewer)
@@ -123,13 +159,19 @@ class Hub:
             self._thread.start()
 
     def _dispatch(self) -> None:
+        try:
+            self._polled = self._high_water()
+        except Exception:  # noqa: BLE001 - the first poll tries again
+            log.exception("live hub could not read the newest sequence")
         while True:
             with self._cond:
                 if not self._dirty:
                     self._cond.wait(timeout=self._poll)
-                if not self._dirty:
-                    # Quiet for a whole poll period: re-check every watched bin anyway.
-                    self._dirty.update(self._viewers)
+                quiet = not self._dirty
+            if quiet:
+                # Quiet for a whole poll period: catch anything a lost notification hid.
+                self._safety_poll()
+            with self._cond:
                 dirty, self._dirty = self._dirty, set()
             for bin_id in dirty:
                 try:
@@ -137,13 +179,30 @@ class Hub:
                 except Exception:  # noqa: BLE001 - one bad fetch must not stop the hub
                     log.exception("live update for bin %s failed", bin_id)
 
+    def _safety_poll(self) -> None:
+        # One query for all bins, not one per watched bin: with hundreds of viewers, a query per
+        # bin held the event loop long enough to show up in every viewer's latency.
+        try:
+            if self._polled is None:
+                self._polled = self._high_water()
+            changed = self._changed_since(self._polled)
+        except Exception:  # noqa: BLE001 - the next poll tries again
+            log.exception("live safety-net poll failed")
+            return
+        if changed:
+            # Sequences become visible in order, so nothing at or below the highest one seen can
+            # still appear later.
+            self._polled = max(self._polled, *changed.values())
+            with self._cond:
+                self._dirty.update(b for b in changed if b in self._viewers)
+
     def _deliver(self, bin_id: str) -> None:
         with self._cond:
-            viewers = [v for v in self._viewers.get(bin_id, ()) if v.last is not None]
-        if not viewers:
-            return
-        low = min(v.last for v in viewers if v.last is not None)
-        while True:
+            viewers = [
+                v for v in self._viewers.get(bin_id, ()) if v.last is not None and not v.lagging
+            ]
+        while viewers:
+            low = min(v.last for v in viewers if v.last is not None)
             rows = self._fetch_after(bin_id, low, _FETCH_LIMIT)
             if not rows:
                 return
@@ -151,4 +210,4 @@ class Hub:
                 viewer.offer(rows)
             if len(rows) < _FETCH_LIMIT:
                 return
-            low = rows[-1]["seq"]
+            viewers = [v for v in viewers if not v.lagging]

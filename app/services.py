@@ -17,12 +17,14 @@ from sqlalchemy.engine import Engine
 
 from app import store
 from app.bincache import BinCache
+from app.blocking import run_blocking
 from app.config import Settings
-from app.db import make_engine
+from app.db import make_engine, sqlite_file
 from app.forwarder import Forwarder
 from app.live import Hub
 from app.outbound.policy import TargetPolicy
 from app.pubsub import Notifier, make_notifier
+from app.writelock import FileWriteLock
 from app.writer import CommitBatcher
 
 
@@ -87,10 +89,33 @@ def build_services(settings: Settings) -> Services:
         fetch_after=lambda b, after, limit: store.requests_after(engine, b, after, limit=limit),
         last_seq=lambda b: store.last_seq(engine, b),
         poll_seconds=settings.stream_poll_seconds,
+        high_water=lambda: store.high_water(engine),
+        changed_since=lambda after: store.bins_changed_since(engine, after),
+        max_backlog=settings.stream_max_backlog,
     )
 
+    db_file = sqlite_file(settings.database_url)
+    if db_file is not None:
+        # SQLite: the commit runs on a native thread with its own connection, one writer per
+        # file at a time, so neither the fsync nor a wait for another worker blocks the loop.
+        writer_engine = make_engine(
+            settings.database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+            single_connection=True,
+        )
+        write_lock = FileWriteLock(db_file.with_name(db_file.name + "-writer.lock"))
+
+        def insert(batch: Sequence[store.Capture]) -> list[store.Stored | None]:
+            return run_blocking(store.insert_captures, writer_engine, batch, write_lock=write_lock)
+
+    else:
+        # PostgreSQL: psycopg waits cooperatively under gevent, so the commit may stay on the loop.
+        def insert(batch: Sequence[store.Capture]) -> list[store.Stored | None]:
+            return store.insert_captures(engine, batch, notify_sql=notifier.notify_sql)
+
     def commit(batch: Sequence[store.Capture]) -> list[store.Stored | None]:
-        results = store.insert_captures(engine, batch, notify_sql=notifier.notify_sql)
+        results = insert(batch)
         touched = sorted({c.bin_id for c, r in zip(batch, results, strict=True) if r is not None})
         for bin_id in touched:
             hub.wake(bin_id)

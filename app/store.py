@@ -6,8 +6,11 @@ the shape the JSON API documents, so views only serialise them.
 
 from __future__ import annotations
 
+import functools
+import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -145,60 +148,153 @@ class Stored:
 
 
 def insert_captures(
-    engine: Engine, batch: Sequence[Capture], *, notify_sql: str | None = None
+    engine: Engine,
+    batch: Sequence[Capture],
+    *,
+    notify_sql: str | None = None,
+    write_lock: AbstractContextManager[Any] | None = None,
 ) -> list[Stored | None]:
     """Store a batch of captures in ONE transaction; None marks a capture whose bin is gone.
 
     Sequence numbers are taken from the counter row inside the transaction, which serialises
     writers, so sequences become visible in order. ``notify_sql`` (PostgreSQL) is executed once
     per distinct bin inside the same transaction, so the notification is sent if and only if the
-    rows are committed.
+    rows are committed. ``write_lock`` is held around the transaction only (see
+    ``app.writelock``); everything that can be prepared without it is done first.
     """
-    bin_ids = {c.bin_id for c in batch}
-    out: list[Stored | None] = [None] * len(batch)
-    with engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
-        live = set(conn.execute(sa.select(bins.c.id).where(bins.c.id.in_(bin_ids))).scalars())
-        keep = [i for i, c in enumerate(batch) if c.bin_id in live]
-        if not keep:
-            return out
-        top = conn.execute(
-            sa.update(counters)
-            .where(counters.c.name == REQUEST_COUNTER)
-            .values(value=counters.c.value + len(keep))
-            .returning(counters.c.value)
-        ).scalar_one()
-        first = top - len(keep) + 1
-        for offset, i in enumerate(keep):
-            out[i] = Stored(first + offset, request_public_id(first + offset))
-        conn.execute(
-            sa.insert(requests),
-            [_request_row(batch[i], out[i]) for i in keep],  # type: ignore[arg-type]
-        )
-        conn.execute(
-            sa.insert(request_bodies),
-            [{"request_seq": out[i].seq, "data": batch[i].body} for i in keep],  # type: ignore[union-attr]
-        )
-        if notify_sql:
-            for bin_id in sorted({batch[i].bin_id for i in keep}):
-                conn.exec_driver_sql(notify_sql, (bin_id,))
+    sql = _capture_sql(engine.dialect)
+    prepared = [_prepare(c, sql) for c in batch]
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        try:
+            with write_lock or nullcontext():
+                try:
+                    if sql.begin:
+                        cursor.execute(sql.begin)
+                    out = _insert_batch(cursor, sql, batch, prepared, notify_sql)
+                    raw.commit()
+                except BaseException:
+                    raw.rollback()
+                    raise
+        finally:
+            cursor.close()
+    finally:
+        raw.close()  # back to the pool
     return out
 
 
-def _request_row(c: Capture, where: Stored) -> dict[str, Any]:
-    return {
-        "seq": where.seq,
-        "id": where.id,
-        "bin_id": c.bin_id,
-        "method": c.method,
-        "path": c.path,
-        "query_string": c.query_string,
-        "headers": [list(h) for h in c.headers],
-        "header_source": c.header_source,
-        "content_type": c.content_type,
-        "body_size": len(c.body),
-        "remote_addr": c.remote_addr,
-        "received_at": c.received_at,
-    }
+def _prepare(c: Capture, sql: _CaptureSQL) -> tuple[Any, ...]:
+    # The request row minus its sequence and id, which only the transaction can hand out.
+    return (
+        c.bin_id,
+        c.method,
+        c.path,
+        c.query_string,
+        # JSON text, as SQLAlchemy's JSON type writes it; PostgreSQL casts it to json.
+        json.dumps([list(h) for h in c.headers]),
+        c.header_source,
+        c.content_type,
+        len(c.body),
+        c.remote_addr,
+        sql.received_at(c.received_at),
+    )
+
+
+def _insert_batch(
+    cursor: Any,
+    sql: _CaptureSQL,
+    batch: Sequence[Capture],
+    prepared: list[tuple[Any, ...]],
+    notify_sql: str | None,
+) -> list[Stored | None]:
+    # Plain DB-API calls, and one multi-row INSERT per table rather than executemany: this runs
+    # on a native thread that must win the GIL back from the event loop after every call into
+    # the database, so the number of calls, not the rows, sets the cost.
+    out: list[Stored | None] = [None] * len(batch)
+    bin_ids = sorted({c.bin_id for c in batch})
+    cursor.execute(sql.find_bins(len(bin_ids)), tuple(bin_ids))
+    live = {row[0] for row in cursor.fetchall()}
+    keep = [i for i, c in enumerate(batch) if c.bin_id in live]
+    if not keep:
+        return out
+    cursor.execute(sql.bump, (len(keep), REQUEST_COUNTER))
+    first = cursor.fetchone()[0] - len(keep) + 1
+    request_params: list[Any] = []
+    body_params: list[Any] = []
+    for offset, i in enumerate(keep):
+        seq = first + offset
+        stored = out[i] = Stored(seq, request_public_id(seq))
+        request_params += (seq, stored.id, *prepared[i])
+        body_params += (seq, batch[i].body)
+    for start in range(0, len(keep), _ROWS_PER_STATEMENT):
+        rows = min(_ROWS_PER_STATEMENT, len(keep) - start)
+        cursor.execute(
+            sql.insert_requests(rows),
+            request_params[start * _REQUEST_WIDTH : (start + rows) * _REQUEST_WIDTH],
+        )
+        cursor.execute(sql.insert_bodies(rows), body_params[start * 2 : (start + rows) * 2])
+    if notify_sql:
+        for bin_id in sorted({batch[i].bin_id for i in keep}):
+            cursor.execute(notify_sql, (bin_id,))
+    return out
+
+
+_REQUEST_COLUMNS = (
+    "seq, id, bin_id, method, path, query_string, headers, header_source, content_type, "
+    "body_size, remote_addr, received_at"
+)
+_REQUEST_WIDTH = 12
+# Keeps a statement's parameters (12 per row) far below SQLite's limit of 32,766.
+_ROWS_PER_STATEMENT = 500
+
+
+class _CaptureSQL:
+    """The capture path's statements in one dialect's parameter style, with its value converter.
+
+    Only placeholders and fixed names are ever put into these strings; every value is a parameter.
+    """
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        # Our SQLite connections run in autocommit mode (see ``db.make_engine``); the write lock
+        # is taken up front so that the counter bump cannot fail with SQLITE_BUSY halfway.
+        self.begin = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
+        m = self.mark
+        self.bump = f"UPDATE counters SET value = value + {m} WHERE name = {m} RETURNING value"  # noqa: S608
+        # The column type's own converter, so times read back exactly as SQLAlchemy writes them.
+        to_db = requests.c.received_at.type.bind_processor(dialect)
+        self.received_at: Callable[[Any], Any] = to_db or (lambda value: value)
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 - one instance per dialect, kept for good
+    def find_bins(self, count: int) -> str:
+        """SELECT the existing ones among ``count`` bin ids."""
+        return f"SELECT id FROM bins WHERE id IN ({self._marks(count)})"  # noqa: S608
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019
+    def insert_requests(self, rows: int) -> str:
+        """INSERT ``rows`` request rows in one statement."""
+        values = ", ".join([f"({self._marks(_REQUEST_WIDTH)})"] * rows)
+        return f"INSERT INTO requests ({_REQUEST_COLUMNS}) VALUES {values}"  # noqa: S608
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019
+    def insert_bodies(self, rows: int) -> str:
+        """INSERT ``rows`` bodies in one statement."""
+        values = ", ".join([f"({self._marks(2)})"] * rows)
+        return f"INSERT INTO request_bodies (request_seq, data) VALUES {values}"  # noqa: S608
+
+    def _marks(self, count: int) -> str:
+        return ", ".join([self.mark] * count)
+
+
+_SQL_BY_DIALECT: dict[str, _CaptureSQL] = {}
+
+
+def _capture_sql(dialect: sa.Dialect) -> _CaptureSQL:
+    made = _SQL_BY_DIALECT.get(dialect.name)
+    if made is None:
+        made = _SQL_BY_DIALECT[dialect.name] = _CaptureSQL(dialect)
+    return made
 
 
 # --- reading requests -----------------------------------------------------------------------------
@@ -254,6 +350,28 @@ def last_seq(engine: Engine, bin_id: str) -> int:
     query = sa.select(sa.func.max(requests.c.seq)).where(requests.c.bin_id == bin_id)
     with engine.connect() as conn:
         return conn.execute(query).scalar() or 0
+
+
+def high_water(engine: Engine) -> int:
+    """The highest request sequence handed out so far, in any bin."""
+    query = sa.select(counters.c.value).where(counters.c.name == REQUEST_COUNTER)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)
+
+
+def bins_changed_since(engine: Engine, after_seq: int) -> dict[str, int]:
+    """Every bin holding a request above ``after_seq``, with its highest sequence.
+
+    One range scan over the newest rows, however many bins are watched: this is the live hub's
+    safety-net poll.
+    """
+    query = (
+        sa.select(requests.c.bin_id, sa.func.max(requests.c.seq))
+        .where(requests.c.seq > after_seq)
+        .group_by(requests.c.bin_id)
+    )
+    with engine.connect() as conn:
+        return {bin_id: int(top) for bin_id, top in conn.execute(query)}
 
 
 def count_requests(engine: Engine, bin_id: str) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -41,16 +42,40 @@ def _check_stream_request() -> None:
         abort(400)
 
 
+class _WholeWrites:
+    """A socket whose ``send`` writes everything, one writer at a time.
+
+    simple-websocket 1.1.0 writes each frame with one ``socket.send()``, which writes only what
+    fits into the socket buffer when the viewer reads slowly; the rest of the frame is dropped
+    and the stream is corrupt from there on (simple-websocket issue #45, unfixed in any
+    release). The lock keeps the pump's frames and the library's pings and close frames from
+    interleaving.
+    """
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, data: bytes) -> int:
+        with self._lock:
+            self._sock.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 def _pump(ws: Any, bin_id: str, render: Callable[[dict[str, Any]], str]) -> None:
+    ws.sock = _WholeWrites(ws.sock)
     services = current_services()
     after = request.args.get("after")
     viewer = services.hub.subscribe(bin_id, store.seq_from_id(after) if after else None)
     try:
-        while ws.connected and not viewer.closed:
+        while ws.connected:
             if lifecycle.draining():
                 ws.close(reason=1012, message="server restarting")
                 break
-            item = viewer.get(timeout=0.5)
+            item = viewer.get(timeout=1.0)
             if item is not None:
                 ws.send(render(item))
     except ConnectionClosed:

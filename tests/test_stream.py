@@ -6,8 +6,10 @@ Real websocket clients (websocket-client) against real ``hookbin serve`` process
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -177,3 +179,45 @@ def test_the_zero_cursor_means_from_the_start(shared_server: Server) -> None:
         assert [i["id"] for i in viewer.wait_for(2)] == ids
     finally:
         viewer.close()
+
+
+def test_a_viewer_that_stalls_gets_every_request_intact_when_it_reads_again(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A viewer that stops reading while big requests pour in: the server keeps only
+    HOOKBIN_STREAM_MAX_BACKLOG of them in memory and reads the rest from the database later,
+    and every frame arrives whole (large frames once got cut off mid-write)."""
+    server = start_server(sqlite_url, tmp_path, extra_env={"HOOKBIN_STREAM_MAX_BACKLOG": "50"})
+    try:
+        bin_ = server.create_bin()
+        url = f"{server.ws_url}/api/bins/{bin_['id']}/stream"
+        small_buffer = ((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
+        ws = websocket.create_connection(url, timeout=30, sockopt=small_buffer)
+        time.sleep(0.3)
+        # ~24 KB frames: enough of them to fill both sockets' buffers and the backlog.
+        total = 600
+        padding = [(f"X-Pad-{k}", "p" * 8000) for k in range(3)]
+
+        def send(chunk: range) -> list[str]:
+            out = []
+            with httpx.Client(timeout=30) as client:
+                for i in chunk:
+                    r = client.post(f"{server.url}/h/{bin_['id']}/s{i}", headers=padding)
+                    assert r.status_code == 200
+                    out.append(r.json()["request_id"])
+            return out
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            ids = sorted(
+                i for part in pool.map(send, [range(k, total, 4) for k in range(4)]) for i in part
+            )  # ids sort in capture order
+
+        seen = []
+        while len(seen) < total:
+            frame = json.loads(ws.recv())
+            assert frame["request"]["headers"][-1] == ["X-Pad-2", "p" * 8000]
+            seen.append(frame["request"]["id"])
+        ws.close()
+        assert seen == ids
+    finally:
+        server.stop()
