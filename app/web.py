@@ -157,9 +157,14 @@ def replay_request(bin_id: str, request_id: str) -> str | tuple[str, int]:
 def delete_request(bin_id: str, request_id: str) -> Response | str:
     """Delete one request."""
     _request_in_bin(bin_id, request_id)
-    store.delete_request(current_services().engine, request_id)
+    engine = current_services().engine
+    store.delete_request(engine, request_id)
     if _is_htmx():
-        return ""
+        html = render_template(
+            "fragments/deleted.html", total=store.count_requests(engine, bin_id)
+        )
+        # The address bar may still name the deleted request (/bins/<bin>/r/<request>).
+        return Response(html, headers={"HX-Replace-Url": url_for("web.bin_page", bin_id=bin_id)})
     return redirect(url_for("web.bin_page", bin_id=bin_id), code=303)
 
 

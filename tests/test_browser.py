@@ -240,6 +240,34 @@ def test_open_request_and_replay_to_local_echo_server(
     assert ("X-Story", "replay") in received.headers
 
 
+def test_delete_one_request_from_its_shared_link(page: Page, shared_server: Server) -> None:
+    """Someone opens a request from a shared link, deletes it, and the page forgets it: the row,
+    the detail pane, the count and the address bar all move on."""
+    capture_url = create_bin_from_home_page(page, shared_server)
+    keep = capture(capture_url + "/keep", content=b"keep")
+    doomed = capture(capture_url + "/doomed", content=b"doomed")
+    wait_for_row(page, doomed)
+    bin_id = capture_url.rstrip("/").rsplit("/", 1)[-1]
+
+    page.goto(f"{shared_server.url}/bins/{bin_id}/r/{doomed}")
+    wait_until_live(page)
+    expect(page.locator("#request-count")).to_have_text("2")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#delete-request")
+
+    expect(page.locator(f"#req-{doomed}")).to_have_count(0)
+    expect(page.locator("#detail")).to_contain_text("Request deleted")
+    expect(page.locator("#request-count")).to_have_text("1")
+    assert page.url == f"{shared_server.url}/bins/{bin_id}"
+    assert row_ids(page) == [keep]
+    assert httpx.get(f"{shared_server.url}/api/requests/{doomed}").status_code == 404
+
+    # The live list still works after the swap.
+    later = capture(capture_url + "/later", content=b"later")
+    wait_for_row(page, later)
+    expect(page.locator("#request-count")).to_have_text("2")
+
+
 # -- 3. a server restart ---------------------------------------------------------------------------
 
 
