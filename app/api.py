@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request, send_file
 
-from app import store
+from app import store, verdicts
 from app.config import PROJECT_ROOT
 from app.replay import TargetRefused, replay
 from app.services import current_services
@@ -35,14 +35,18 @@ def _too_large(_exc: Exception) -> tuple[Response, int]:
     return _error(413, "request body too large")
 
 
+_INTERNAL_FIELDS = frozenset({"seq", "signing_rev"})
+
+
 def public_request(item: dict[str, Any]) -> dict[str, Any]:
-    """A stored request as the API shows it (internal sequence number left out)."""
-    return {k: v for k, v in item.items() if k != "seq"}
+    """A stored request as the API shows it (internal bookkeeping left out)."""
+    return {k: v for k, v in item.items() if k not in _INTERNAL_FIELDS}
 
 
 def public_bin(bin_: dict[str, Any]) -> dict[str, Any]:
-    """A bin with its absolute URLs."""
-    return {**bin_, "capture_url": capture_url(bin_["id"]), "view_url": view_url(bin_["id"])}
+    """A bin with its absolute URLs (internal bookkeeping left out)."""
+    shown = {k: v for k, v in bin_.items() if k not in _INTERNAL_FIELDS}
+    return {**shown, "capture_url": capture_url(bin_["id"]), "view_url": view_url(bin_["id"])}
 
 
 def public_attempt(attempt: dict[str, Any]) -> dict[str, Any]:
@@ -74,9 +78,12 @@ def _bin_or_404(bin_id: str) -> dict[str, Any]:
 
 
 def _request_or_404(request_id: str) -> dict[str, Any]:
-    found = store.get_request(current_services().engine, request_id)
-    if found is None:
+    services = current_services()
+    found = store.get_request(services.engine, request_id)
+    owner = store.get_bin(services.engine, found["bin_id"]) if found else None
+    if found is None or owner is None:
         abort(404)
+    services.with_verdicts(owner, [found])
     return found
 
 
@@ -94,7 +101,7 @@ def get_bin(bin_id: str) -> Response:
 
 @bp.patch("/bins/<bin_id>")
 def patch_bin(bin_id: str) -> Response | tuple[Response, int]:
-    """Change a bin's forward target and auto-forward switch."""
+    """Change a bin's forward target, auto-forward switch and signing secrets."""
     _bin_or_404(bin_id)
     data = _json_body()
     changes: dict[str, Any] = {}
@@ -107,6 +114,11 @@ def patch_bin(bin_id: str) -> Response | tuple[Response, int]:
         if not isinstance(data["auto_forward"], bool):
             return _error(400, "auto_forward must be true or false")
         changes["auto_forward"] = data["auto_forward"]
+    if "signing" in data:
+        try:
+            changes["signing"] = verdicts.validate_signing(data["signing"])
+        except ValueError as exc:
+            return _error(400, str(exc))
     services = current_services()
     updated = store.update_bin(services.engine, bin_id, **changes)
     services.bins.forget(bin_id)
@@ -133,7 +145,7 @@ def clear_bin(bin_id: str) -> Response:
 @bp.get("/bins/<bin_id>/requests")
 def list_requests(bin_id: str) -> Response | tuple[Response, int]:
     """A page of a bin's requests, newest first."""
-    _bin_or_404(bin_id)
+    bin_ = _bin_or_404(bin_id)
     services = current_services()
     try:
         limit = int(request.args.get("limit", services.settings.page_size))
@@ -147,6 +159,7 @@ def list_requests(bin_id: str) -> Response | tuple[Response, int]:
         if before_seq is None:
             return _error(400, "before must be a request id")
     items = store.list_requests(services.engine, bin_id, limit=limit, before_seq=before_seq)
+    services.with_verdicts(bin_, items)
     next_cursor = items[-1]["id"] if len(items) == limit else None
     return jsonify({"items": [public_request(i) for i in items], "next": next_cursor})
 
@@ -220,3 +233,91 @@ def openapi() -> Response:
     """The OpenAPI description of this API."""
     text = (PROJECT_ROOT / "docs" / "openapi.yaml").read_text(encoding="utf-8")
     return Response(text, mimetype="application/yaml")
+
+
+def _listen_attempt_fields(data: dict[str, Any]) -> dict[str, Any] | str:
+    """The checked fields of a reported ``listen`` attempt, or what is wrong with them."""
+    url, method = data.get("url"), data.get("method")
+    if not isinstance(url, str) or not url:
+        return "url must be a non-empty string"
+    if not isinstance(method, str) or not method or len(method) > 64:
+        return "method must be a string of 1 to 64 characters"
+    status = data.get("status")
+    if status is not None and (
+        not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 999
+    ):
+        return "status must be an HTTP status code (100-999) or null"
+    headers = data.get("headers", [])
+    if not isinstance(headers, list) or not all(
+        isinstance(h, list) and len(h) == 2 and all(isinstance(part, str) for part in h)
+        for h in headers
+    ):
+        return "headers must be a list of [name, value] string pairs"
+    body_base64 = data.get("body_base64", "")
+    if not isinstance(body_base64, str):
+        return "body_base64 must be a string"
+    try:
+        body = base64.b64decode(body_base64, validate=True)
+    except ValueError:  # binascii.Error
+        return "body_base64 is not valid base64"
+    elapsed = data.get("elapsed_ms", 0)
+    if (
+        not isinstance(elapsed, int | float)
+        or isinstance(elapsed, bool)
+        or not 0 <= elapsed < float("inf")
+    ):
+        return "elapsed_ms must be a non-negative number"
+    error = data.get("error")
+    if error is not None and not isinstance(error, str):
+        return "error must be a string or null"
+    truncated = data.get("truncated", False)
+    if not isinstance(truncated, bool):
+        return "truncated must be true or false"
+    return {
+        "url": url,
+        "method": method,
+        "status": status,
+        "headers": [(name, value) for name, value in headers],
+        "body": body,
+        "elapsed_ms": float(elapsed),
+        "error": error,
+        "truncated": truncated,
+    }
+
+
+@bp.post("/requests/<request_id>/attempts")
+def report_attempt(request_id: str) -> tuple[Response, int]:
+    """Store the outcome of a delivery made elsewhere (``hookbin listen`` on a laptop)."""
+    item = _request_or_404(request_id)
+    data = _json_body()
+    kind = data.get("kind")
+    if not isinstance(kind, str):
+        return _error(400, "kind must be a string")
+    if kind != "listen":
+        return _error(
+            422,
+            'only kind "listen" can be reported; replays and forwards are stored by '
+            "the server itself",
+        )
+    fields = _listen_attempt_fields(data)
+    if isinstance(fields, str):
+        return _error(400, fields)
+    services = current_services()
+    body: bytes = fields["body"]
+    cap = services.settings.replay_max_response_bytes
+    attempt = store.add_attempt(
+        services.engine,
+        item["seq"],
+        "listen",
+        method=fields["method"],
+        url=fields["url"],
+        started_at=store.utcnow(),
+        status=fields["status"],
+        response_headers=fields["headers"],
+        response_body=body[:cap],
+        response_size=len(body),
+        truncated=fields["truncated"] or len(body) > cap,
+        elapsed_ms=fields["elapsed_ms"],
+        error=fields["error"],
+    )
+    return jsonify(public_attempt(attempt)), 201

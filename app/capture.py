@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from app import store, wireheaders
+from app import store, verdicts, wireheaders
+from app.deliveries import delivery_of
 from app.services import Services
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,22 @@ def make_capture_app(services: Services) -> WSGIApp:
             )
 
         headers = wire if wire is not None else headers_from_environ(environ)
+        received_at = store.utcnow()
+        signature = verdicts.check(
+            bin_["signing"],
+            method=environ["REQUEST_METHOD"],
+            url=verdicts.called_url(
+                public_url=settings.public_url,
+                scheme=environ.get("wsgi.url_scheme", "http"),
+                headers=headers,
+                bin_id=bin_id,
+                path=sub_path,
+                query=query,
+            ),
+            headers=headers,
+            body=body,
+            received_at=received_at,
+        )
         capture_row = store.Capture(
             bin_id=bin_id,
             method=environ["REQUEST_METHOD"],
@@ -154,7 +171,10 @@ def make_capture_app(services: Services) -> WSGIApp:
             content_type=environ.get("CONTENT_TYPE") or None,
             body=body,
             remote_addr=environ.get("REMOTE_ADDR"),
-            received_at=store.utcnow(),
+            received_at=received_at,
+            signature=signature,
+            signing_rev=bin_["signing_rev"],
+            delivery_id=delivery_of(headers, body).key,
         )
         try:
             stored = services.batcher.submit(capture_row)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -80,6 +81,94 @@ def _describe(settings: Settings) -> str:
     if settings.is_sqlite:
         return "SQLite " + settings.database_url.split("///", 1)[-1]
     return "PostgreSQL"
+
+
+@main.command()
+@click.argument("bin_id", metavar="BIN")
+@click.option(
+    "--forward-to",
+    required=True,
+    metavar="URL",
+    help="Local URL each request is sent to; the captured sub-path and query are appended.",
+)
+@click.option(
+    "--server",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    envvar="HOOKBIN_SERVER",
+    show_envvar=True,
+    metavar="URL",
+    help="The Hookbin server holding the bin.",
+)
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds before the local target is given up on (per network step).",
+)
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the resume position is kept "
+    "(default: $XDG_STATE_HOME/hookbin/listen-BIN.json, else ~/.local/state/hookbin/...).",
+)
+@click.option("--from-now", is_flag=True, help="Ignore the saved position: only new requests.")
+@click.option("--from-start", is_flag=True, help="Forward every request the bin holds first.")
+@click.option("--insecure", is_flag=True, help="Do not verify the local target's TLS certificate.")
+def listen(
+    bin_id: str,
+    forward_to: str,
+    server: str,
+    timeout: float,
+    state_file: Path | None,
+    from_now: bool,
+    from_start: bool,
+    insecure: bool,
+) -> None:
+    """Forward the requests BIN receives to a local URL, as they arrive.
+
+    Runs on your machine against a Hookbin server elsewhere. Each answer of the local target is
+    reported back and shows on the bin page. After a disconnect, a server restart or a restart of
+    this command, forwarding resumes after the last request handled: nothing is missed and
+    nothing is sent twice.
+    """
+    import signal
+
+    from app import listen as listening
+
+    if from_now and from_start:
+        raise click.UsageError("--from-now and --from-start cannot be used together")
+    try:
+        listening.server_base(server)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--server") from None
+    try:
+        listening.local_target(forward_to)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--forward-to") from None
+    if listening.forwards_into_capture(forward_to, server):
+        raise click.BadParameter(
+            "that is a capture URL of the server itself: every forward would be captured and "
+            "forwarded again, forever",
+            param_hint="--forward-to",
+        )
+
+    def _stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)  # `kill` stops as cleanly as Ctrl-C
+    listener = listening.Listener(
+        server,
+        bin_id,
+        forward_to,
+        state_path=state_file,
+        start="start" if from_start else "now" if from_now else "saved",
+        timeout=timeout,
+        verify_tls=not insecure,
+    )
+    sys.exit(listener.run())
 
 
 if __name__ == "__main__":

@@ -23,6 +23,11 @@ bins = sa.Table(
     # Default replay/forward target, remembered per bin.
     sa.Column("forward_url", sa.Text, nullable=True),
     sa.Column("auto_forward", sa.Boolean, nullable=False, server_default=sa.false()),
+    # {"provider": "auto" | one of app.signatures.PROVIDERS, "secrets": [...]}, or NULL.
+    sa.Column("signing", sa.JSON, nullable=True),
+    # Bumped whenever ``signing`` changes; a request whose verdict was computed under an older
+    # revision is checked again when it is next read.
+    sa.Column("signing_rev", sa.Integer, nullable=False, server_default=sa.text("0")),
 )
 
 # One row per named sequence. Writers bump it inside their transaction, which both hands out
@@ -55,7 +60,15 @@ requests = sa.Table(
     sa.Column("body_size", sa.BigInteger, nullable=False),
     sa.Column("remote_addr", sa.String(64), nullable=True),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    # {"provider", "status", "reason"} computed on the stored bytes under ``signing_rev``.
+    sa.Column("signature", sa.JSON, nullable=True),
+    sa.Column("signing_rev", sa.Integer, nullable=True),
+    # The sender's delivery id (e.g. "github:<X-GitHub-Delivery>"), and the public id of the
+    # first request in the same bin that carried it.
+    sa.Column("delivery_id", sa.String(255), nullable=True),
+    sa.Column("duplicate_of", sa.String(40), nullable=True),
     sa.Index("ix_requests_bin_seq", "bin_id", "seq"),
+    sa.Index("ix_requests_bin_delivery", "bin_id", "delivery_id", "seq"),
 )
 
 # Bodies live apart from the request rows so that listing a bin never drags megabytes along.
@@ -81,7 +94,7 @@ attempts = sa.Table(
         sa.ForeignKey("requests.seq", ondelete="CASCADE"),
         nullable=False,
     ),
-    sa.Column("kind", sa.String(16), nullable=False),  # "replay" or "forward"
+    sa.Column("kind", sa.String(16), nullable=False),  # "replay", "forward" or "listen"
     sa.Column("method", sa.String(64), nullable=False),
     sa.Column("url", sa.Text, nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),

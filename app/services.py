@@ -10,12 +10,14 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
+from typing import Any
 
 from flask import current_app
 from sqlalchemy.engine import Engine
 
-from app import store
+from app import store, verdicts
 from app.bincache import BinCache
 from app.blocking import run_blocking
 from app.config import Settings
@@ -69,6 +71,36 @@ class Services:
             allow_private=self.settings.allow_private_targets,
             forbidden_hosts=tuple(hosts),
             own_ports=(self.settings.listen_port,),
+        )
+
+    def with_verdicts(self, bin_: dict[str, Any], items: list[dict[str, Any]]) -> list[dict]:
+        """``items`` of ``bin_`` with signature verdicts under the bin's current secrets."""
+        settings = self.settings
+
+        def recheck(item: dict[str, Any]) -> verdicts.Verdict:
+            headers = [(h[0], h[1]) for h in item["headers"]]
+            forwarded = next((v for n, v in headers if n.lower() == "x-forwarded-proto"), "").split(
+                ","
+            )[0]
+            scheme = forwarded.strip() if settings.proxy_hops and forwarded.strip() else "http"
+            return verdicts.check(
+                bin_["signing"],
+                method=item["method"],
+                url=verdicts.called_url(
+                    public_url=settings.public_url,
+                    scheme=scheme,
+                    headers=headers,
+                    bin_id=bin_["id"],
+                    path=item["path"],
+                    query=item["query_string"],
+                ),
+                headers=headers,
+                body=store.get_body(self.engine, item["seq"]),
+                received_at=datetime.fromisoformat(item["received_at"].replace("Z", "+00:00")),
+            )
+
+        return verdicts.refresh(
+            items, bin_, recheck=recheck, save=partial(store.save_verdict, self.engine)
         )
 
     def close(self) -> None:

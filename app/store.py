@@ -69,6 +69,8 @@ def _bin_item(row: sa.Row[Any]) -> dict[str, Any]:
         "created_at": iso(row.created_at),
         "forward_url": row.forward_url,
         "auto_forward": bool(row.auto_forward),
+        "signing": row.signing,
+        "signing_rev": row.signing_rev,
     }
 
 
@@ -89,8 +91,15 @@ def get_bin(engine: Engine, bin_id: str) -> dict[str, Any] | None:
 
 
 def update_bin(engine: Engine, bin_id: str, **changes: Any) -> dict[str, Any] | None:
-    """Set ``forward_url`` and/or ``auto_forward`` on a bin; returns the bin or None."""
-    allowed = {k: v for k, v in changes.items() if k in {"forward_url", "auto_forward"}}
+    """Set ``forward_url``, ``auto_forward`` and/or ``signing`` on a bin; returns it or None.
+
+    Changing ``signing`` moves the bin's ``signing_rev`` on, so stored verdicts get re-checked.
+    """
+    allowed: dict[str, Any] = {
+        k: v for k, v in changes.items() if k in {"forward_url", "auto_forward", "signing"}
+    }
+    if "signing" in allowed:
+        allowed["signing_rev"] = bins.c.signing_rev + 1
     with engine.begin() as conn:
         if allowed:
             conn.execute(sa.update(bins).where(bins.c.id == bin_id).values(**allowed))
@@ -137,6 +146,11 @@ class Capture:
     body: bytes
     remote_addr: str | None
     received_at: datetime
+    #: Signature verdict computed at capture, under the bin's ``signing_rev``.
+    signature: dict[str, Any] | None = None
+    signing_rev: int | None = None
+    #: The sender's delivery id, if it gives one (see ``app.deliveries``).
+    delivery_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -198,6 +212,9 @@ def _prepare(c: Capture, sql: _CaptureSQL) -> tuple[Any, ...]:
         len(c.body),
         c.remote_addr,
         sql.received_at(c.received_at),
+        None if c.signature is None else json.dumps(c.signature),
+        c.signing_rev,
+        c.delivery_id,
     )
 
 
@@ -220,13 +237,21 @@ def _insert_batch(
         return out
     cursor.execute(sql.bump, (len(keep), REQUEST_COUNTER))
     first = cursor.fetchone()[0] - len(keep) + 1
+    originals = _first_deliveries(cursor, sql, [batch[i] for i in keep])
     request_params: list[Any] = []
     body_params: list[Any] = []
     for offset, i in enumerate(keep):
         seq = first + offset
         stored = out[i] = Stored(seq, request_public_id(seq))
-        request_params += (seq, stored.id, *prepared[i])
-        body_params += (seq, batch[i].body)
+        c = batch[i]
+        duplicate_of = None
+        if c.delivery_id:
+            key = (c.bin_id, c.delivery_id)
+            duplicate_of = originals.get(key)
+            if duplicate_of is None:
+                originals[key] = stored.id  # later ones in this batch repeat this one
+        request_params += (seq, stored.id, *prepared[i], duplicate_of)
+        body_params += (seq, c.body)
     for start in range(0, len(keep), _ROWS_PER_STATEMENT):
         rows = min(_ROWS_PER_STATEMENT, len(keep) - start)
         cursor.execute(
@@ -240,11 +265,23 @@ def _insert_batch(
     return out
 
 
+def _first_deliveries(
+    cursor: Any, sql: _CaptureSQL, captures: list[Capture]
+) -> dict[tuple[str, str], str]:
+    """(bin, delivery id) -> public id of the first stored request that carried it."""
+    keys = sorted({c.delivery_id for c in captures if c.delivery_id})
+    if not keys:
+        return {}
+    bins_wanted = {c.bin_id for c in captures if c.delivery_id}
+    cursor.execute(sql.first_deliveries(len(keys)), tuple(keys))
+    return {(b, d): rid for b, d, rid in cursor.fetchall() if b in bins_wanted}
+
+
 _REQUEST_COLUMNS = (
     "seq, id, bin_id, method, path, query_string, headers, header_source, content_type, "
-    "body_size, remote_addr, received_at"
+    "body_size, remote_addr, received_at, signature, signing_rev, delivery_id, duplicate_of"
 )
-_REQUEST_WIDTH = 12
+_REQUEST_WIDTH = 16
 # Keeps a statement's parameters (12 per row) far below SQLite's limit of 32,766.
 _ROWS_PER_STATEMENT = 500
 
@@ -270,6 +307,16 @@ class _CaptureSQL:
     def find_bins(self, count: int) -> str:
         """SELECT the existing ones among ``count`` bin ids."""
         return f"SELECT id FROM bins WHERE id IN ({self._marks(count)})"  # noqa: S608
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019
+    def first_deliveries(self, count: int) -> str:
+        """The first request of each (bin, delivery id) among ``count`` delivery ids."""
+        return (
+            "SELECT r.bin_id, r.delivery_id, r.id FROM requests r JOIN ("  # noqa: S608
+            "SELECT bin_id, delivery_id, MIN(seq) AS first_seq FROM requests "
+            f"WHERE delivery_id IN ({self._marks(count)}) GROUP BY bin_id, delivery_id"
+            ") f ON r.seq = f.first_seq"
+        )
 
     @functools.lru_cache(maxsize=1024)  # noqa: B019
     def insert_requests(self, rows: int) -> str:
@@ -316,7 +363,22 @@ def _request_item(row: sa.Row[Any]) -> dict[str, Any]:
         "body_size": row.body_size,
         "remote_addr": row.remote_addr,
         "received_at": iso(row.received_at),
+        "signature": row.signature,
+        "signing_rev": row.signing_rev,
+        "delivery_id": row.delivery_id,
+        "duplicate_of": row.duplicate_of,
     }
+
+
+def save_verdict(engine: Engine, seq: int, verdict: dict[str, Any], signing_rev: int) -> None:
+    """Store a re-checked signature verdict."""
+    query = (
+        sa.update(requests)
+        .where(requests.c.seq == seq)
+        .values(signature=verdict, signing_rev=signing_rev)
+    )
+    with engine.begin() as conn:
+        conn.execute(query)
 
 
 def list_requests(

@@ -84,14 +84,27 @@ def _pump(ws: Any, bin_id: str, render: Callable[[dict[str, Any]], str]) -> None
         services.hub.unsubscribe(viewer)
 
 
+def _checked(item: dict[str, Any]) -> dict[str, Any]:
+    # Verdicts are computed at capture; this only re-checks one made under secrets that have
+    # changed since.
+    services = current_services()
+    bin_ = services.bins.get(item["bin_id"])
+    if bin_ is not None and item.get("signing_rev") != bin_["signing_rev"]:
+        services.bins.forget(item["bin_id"])  # the cached copy may hold the old secrets
+        bin_ = services.bins.get(item["bin_id"])
+        if bin_ is not None:
+            services.with_verdicts(bin_, [item := dict(item)])
+    return item
+
+
 def _json_frame(item: dict[str, Any]) -> str:
     from app.api import public_request
 
-    return json.dumps({"type": "request", "request": public_request(item)})
+    return json.dumps({"type": "request", "request": public_request(_checked(item))})
 
 
 def _html_frame(item: dict[str, Any]) -> str:
-    return render_template("fragments/live_row.html", item=item, bin_id=item["bin_id"])
+    return render_template("fragments/live_row.html", item=_checked(item), bin_id=item["bin_id"])
 
 
 @sock.route("/api/bins/<bin_id>/stream")

@@ -7,15 +7,21 @@ from typing import Any
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from app import store
+from app import store, verdicts
 from app.bodyview import build_view, hex_dump, human_size
 from app.replay import TargetRefused, replay
 from app.services import current_services
+from app.signatures import PROVIDERS
 from app.urls import capture_url
 
 bp = Blueprint("web", __name__)
 
 _HEX_CAP = 64 * 1024
+
+
+@bp.app_context_processor
+def _signing_providers() -> dict[str, Any]:
+    return {"providers": ("auto", *PROVIDERS)}
 
 
 @bp.app_template_filter("size")
@@ -31,9 +37,12 @@ def _bin_or_404(bin_id: str) -> dict[str, Any]:
 
 
 def _request_in_bin(bin_id: str, request_id: str) -> dict[str, Any]:
-    item = store.get_request(current_services().engine, request_id)
-    if item is None or item["bin_id"] != bin_id:
+    services = current_services()
+    item = store.get_request(services.engine, request_id)
+    bin_ = store.get_bin(services.engine, bin_id)
+    if item is None or bin_ is None or item["bin_id"] != bin_id:
         abort(404)
+    services.with_verdicts(bin_, [item])
     return item
 
 
@@ -67,7 +76,9 @@ def create_bin() -> Response:
 def _page_context(bin_: dict[str, Any]) -> dict[str, Any]:
     services = current_services()
     limit = services.settings.page_size
-    items = store.list_requests(services.engine, bin_["id"], limit=limit)
+    items = services.with_verdicts(
+        bin_, store.list_requests(services.engine, bin_["id"], limit=limit)
+    )
     return {
         "bin": bin_,
         "capture_url": capture_url(bin_["id"]),
@@ -94,11 +105,13 @@ def request_page(bin_id: str, request_id: str) -> str:
 @bp.get("/bins/<bin_id>/rows")
 def older_rows(bin_id: str) -> str:
     """The next page of older requests (htmx "load more")."""
-    _bin_or_404(bin_id)
+    bin_ = _bin_or_404(bin_id)
     services = current_services()
     before = store.seq_from_id(request.args.get("before", ""))
     limit = services.settings.page_size
-    items = store.list_requests(services.engine, bin_id, limit=limit, before_seq=before)
+    items = services.with_verdicts(
+        bin_, store.list_requests(services.engine, bin_id, limit=limit, before_seq=before)
+    )
     more = items[-1]["id"] if len(items) == limit else None
     return render_template("fragments/rows.html", items=items, bin_id=bin_id, more=more)
 
@@ -160,9 +173,7 @@ def delete_request(bin_id: str, request_id: str) -> Response | str:
     engine = current_services().engine
     store.delete_request(engine, request_id)
     if _is_htmx():
-        html = render_template(
-            "fragments/deleted.html", total=store.count_requests(engine, bin_id)
-        )
+        html = render_template("fragments/deleted.html", total=store.count_requests(engine, bin_id))
         # The address bar may still name the deleted request (/bins/<bin>/r/<request>).
         return Response(html, headers={"HX-Replace-Url": url_for("web.bin_page", bin_id=bin_id)})
     return redirect(url_for("web.bin_page", bin_id=bin_id), code=303)
@@ -170,16 +181,24 @@ def delete_request(bin_id: str, request_id: str) -> Response | str:
 
 @bp.post("/bins/<bin_id>/settings")
 def bin_settings(bin_id: str) -> Response | str:
-    """Save the forward target and the auto-forward switch."""
-    _bin_or_404(bin_id)
+    """Save the forward target, the auto-forward switch and the signing secrets."""
+    bin_ = _bin_or_404(bin_id)
     services = current_services()
-    url = (request.form.get("forward_url") or "").strip() or None
-    updated = store.update_bin(
-        services.engine,
-        bin_id,
-        forward_url=url,
-        auto_forward=request.form.get("auto_forward") == "on",
-    )
+    changes: dict[str, Any] = {
+        "forward_url": (request.form.get("forward_url") or "").strip() or None,
+        "auto_forward": request.form.get("auto_forward") == "on",
+    }
+    if "signing_provider" in request.form:
+        secrets = (request.form.get("signing_secrets") or "").splitlines()
+        try:
+            signing = verdicts.validate_signing(
+                {"provider": request.form["signing_provider"], "secrets": secrets}
+            )
+        except ValueError as exc:
+            abort(400, str(exc))
+        if signing != (bin_["signing"] or {"provider": "auto", "secrets": []}):
+            changes["signing"] = signing  # only a real change re-checks every request
+    updated = store.update_bin(services.engine, bin_id, **changes)
     services.bins.forget(bin_id)
     if _is_htmx():
         return render_template("fragments/settings.html", bin=updated, saved=True)

@@ -268,6 +268,43 @@ def test_delete_one_request_from_its_shared_link(page: Page, shared_server: Serv
     expect(page.locator("#request-count")).to_have_text("2")
 
 
+def test_signing_secret_badges_and_duplicates(page: Page, shared_server: Server) -> None:
+    """A developer pastes their GitHub secret into the bin, and sees at a glance which
+    deliveries are genuine and which are repeats of one they already have."""
+    import hashlib
+    import hmac
+
+    capture_url = create_bin_from_home_page(page, shared_server)
+    page.select_option("#signing-provider", "github")
+    page.fill("#signing-secrets", "s3cret")
+    page.click("#save-settings")
+    expect(page.locator("#settings .saved")).to_be_visible()
+
+    body = b'{"action": "opened"}'
+    good = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    first = capture(
+        capture_url,
+        content=body,
+        headers={"X-Hub-Signature-256": good, "X-GitHub-Delivery": "d-42"},
+    )
+    forged = capture(
+        capture_url,
+        content=body,
+        headers={"X-Hub-Signature-256": "sha256=" + "0" * 64, "X-GitHub-Delivery": "d-42"},
+    )
+    wait_for_row(page, forged)
+    expect(page.locator(f"#req-{first} .badge.sig-valid")).to_have_text("github valid")
+    expect(page.locator(f"#req-{forged} .badge.sig-invalid")).to_have_text("github invalid")
+    expect(page.locator(f"#req-{forged} .badge.dup")).to_be_visible()
+    expect(page.locator(f"#req-{first} .badge.dup")).to_have_count(0)
+
+    open_request(page, forged)
+    expect(page.locator("#signature")).to_contain_text("different secret")
+    page.click("#duplicate-of")
+    page.wait_for_selector(f"#detail .detail[data-id='{first}']")
+    expect(page.locator("#signature")).to_contain_text("github valid")
+
+
 # -- 3. a server restart ---------------------------------------------------------------------------
 
 
