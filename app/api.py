@@ -78,12 +78,9 @@ def _bin_or_404(bin_id: str) -> dict[str, Any]:
 
 
 def _request_or_404(request_id: str) -> dict[str, Any]:
-    services = current_services()
-    found = store.get_request(services.engine, request_id)
-    owner = store.get_bin(services.engine, found["bin_id"]) if found else None
-    if found is None or owner is None:
+    found = store.get_request(current_services().engine, request_id)
+    if found is None:
         abort(404)
-    services.with_verdicts(owner, [found])
     return found
 
 
@@ -167,7 +164,9 @@ def list_requests(bin_id: str) -> Response | tuple[Response, int]:
 @bp.get("/requests/<request_id>")
 def get_request(request_id: str) -> Response:
     """One captured request (without its body)."""
-    return jsonify(public_request(_request_or_404(request_id)))
+    item = _request_or_404(request_id)
+    current_services().with_verdicts(_bin_or_404(item["bin_id"]), [item])
+    return jsonify(public_request(item))
 
 
 @bp.delete("/requests/<request_id>")

@@ -37,12 +37,9 @@ def _bin_or_404(bin_id: str) -> dict[str, Any]:
 
 
 def _request_in_bin(bin_id: str, request_id: str) -> dict[str, Any]:
-    services = current_services()
-    item = store.get_request(services.engine, request_id)
-    bin_ = store.get_bin(services.engine, bin_id)
-    if item is None or bin_ is None or item["bin_id"] != bin_id:
+    item = store.get_request(current_services().engine, request_id)
+    if item is None or item["bin_id"] != bin_id:
         abort(404)
-    services.with_verdicts(bin_, [item])
     return item
 
 
@@ -117,7 +114,9 @@ def older_rows(bin_id: str) -> str:
 
 
 def _detail_context(bin_: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
-    engine = current_services().engine
+    services = current_services()
+    engine = services.engine
+    services.with_verdicts(bin_, [item])
     body = store.get_body(engine, item["seq"])
     hex_lines, hex_truncated = hex_dump(body, _HEX_CAP)
     from urllib.parse import parse_qsl
