@@ -28,6 +28,24 @@ bins = sa.Table(
     # Bumped whenever ``signing`` changes; a request whose verdict was computed under an older
     # revision is checked again when it is next read.
     sa.Column("signing_rev", sa.Integer, nullable=False, server_default=sa.text("0")),
+    # What the capture URL answers: {"default": {...} | None, "rules": [...]} (app.answers), or
+    # NULL for the standard JSON acknowledgement.
+    sa.Column("responses", sa.JSON, nullable=True),
+    # True for bins defined by the HOOKBIN_BINS_FILE config file: their settings are rewritten
+    # from that file at every start.
+    sa.Column("managed", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# How many requests each counting rule (e.g. "fail the first N") has matched so far. Kept in the
+# database so that every process and host of one deployment counts together.
+rule_hits = sa.Table(
+    "rule_hits",
+    metadata,
+    sa.Column(
+        "bin_id", sa.String(64), sa.ForeignKey("bins.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("rule_id", sa.String(64), primary_key=True),
+    sa.Column("hits", sa.BigInteger, nullable=False),
 )
 
 # One row per named sequence. Writers bump it inside their transaction, which both hands out
@@ -67,6 +85,10 @@ requests = sa.Table(
     # first request in the same bin that carried it.
     sa.Column("delivery_id", sa.String(255), nullable=True),
     sa.Column("duplicate_of", sa.String(40), nullable=True),
+    # The status the capture URL answered with and the id of the response rule that chose it
+    # (NULL: the bin's default answer or the standard acknowledgement).
+    sa.Column("answer_status", sa.Integer, nullable=True),
+    sa.Column("answer_rule", sa.String(64), nullable=True),
     sa.Index("ix_requests_bin_seq", "bin_id", "seq"),
     sa.Index("ix_requests_bin_delivery", "bin_id", "delivery_id", "seq"),
 )
@@ -105,7 +127,49 @@ attempts = sa.Table(
     sa.Column("truncated", sa.Boolean, nullable=False),
     sa.Column("elapsed_ms", sa.Float, nullable=False),
     sa.Column("error", sa.Text, nullable=True),
+    # What was sent when it differs from the captured request (edited and/or re-signed replays):
+    # the sub-path plus query appended to ``url``, the header list and the body. NULL: as captured.
+    sa.Column("request_suffix", sa.Text, nullable=True),
+    sa.Column("request_headers", sa.JSON, nullable=True),
+    sa.Column("request_body", sa.LargeBinary, nullable=True),
+    sa.Column("edited", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The signing scheme the replay was signed afresh with, or NULL.
+    sa.Column("resigned", sa.String(32), nullable=True),
+    # Auto-forward attempts: the queue entry and which try this was (1 = first).
+    sa.Column("queue_id", sa.Integer, nullable=True),
+    sa.Column("try_no", sa.Integer, nullable=True),
     sa.Index("ix_attempts_request", "request_seq", "id"),
+)
+
+# Auto-forward deliveries still owed or already settled. The row is written in the capture's own
+# transaction, so an acknowledged request is never lost to a crash before its forward; any process
+# may deliver it, one bin's entries strictly in capture order.
+forward_queue = sa.Table(
+    "forward_queue",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "request_seq",
+        sa.BigInteger,
+        sa.ForeignKey("requests.seq", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column(
+        "bin_id", sa.String(64), sa.ForeignKey("bins.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("url", sa.Text, nullable=False),
+    # "pending", "delivered" or "failed" (retries used up).
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("tries", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("next_at", sa.DateTime(timezone=True), nullable=False),
+    # A process delivering the entry holds it until ``lease_until``; a crashed one's lease lapses.
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_forward_queue_due", "state", "next_at"),
+    sa.Index("ix_forward_queue_bin", "bin_id", "state", "request_seq"),
+    sa.Index("ix_forward_queue_request", "request_seq"),
 )
 
 
