@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from app.db import attempts, bins, counters, request_bodies, requests
+from app.db import attempts, bins, counters, forward_queue, request_bodies, requests, rule_hits
 
 REQUEST_COUNTER = "requests"
 _SEQ_HEX_DIGITS = 12
@@ -111,6 +111,7 @@ def delete_bin(engine: Engine, bin_id: str) -> bool:
     """Delete a bin with everything it captured. True when it existed."""
     with engine.begin() as conn:
         _delete_requests(conn, requests.c.bin_id == bin_id)
+        conn.execute(sa.delete(rule_hits).where(rule_hits.c.bin_id == bin_id))
         return conn.execute(sa.delete(bins).where(bins.c.id == bin_id)).rowcount > 0
 
 
@@ -125,6 +126,7 @@ def _delete_requests(conn: Connection, condition: sa.ColumnElement[bool]) -> int
     # and a migration tool or a manual shell may not have turned them on.
     seqs = sa.select(requests.c.seq).where(condition).scalar_subquery()
     conn.execute(sa.delete(attempts).where(attempts.c.request_seq.in_(seqs)))
+    conn.execute(sa.delete(forward_queue).where(forward_queue.c.request_seq.in_(seqs)))
     conn.execute(sa.delete(request_bodies).where(request_bodies.c.request_seq.in_(seqs)))
     return conn.execute(sa.delete(requests).where(condition)).rowcount
 
@@ -151,6 +153,11 @@ class Capture:
     signing_rev: int | None = None
     #: The sender's delivery id, if it gives one (see ``app.deliveries``).
     delivery_id: str | None = None
+    #: The status the capture URL answers with, and the response rule that chose it.
+    answer_status: int | None = None
+    answer_rule: str | None = None
+    #: Auto-forward target: a forward queue entry is written in the capture's own transaction.
+    forward_url: str | None = None
 
 
 @dataclass(slots=True)
@@ -214,6 +221,8 @@ def _prepare(c: Capture, sql: _CaptureSQL) -> tuple[Any, ...]:
         sql.received_at(c.received_at),
         None if c.signature is None else json.dumps(c.signature),
         c.signing_rev,
+        c.answer_status,
+        c.answer_rule,
         c.delivery_id,
     )
 
@@ -240,6 +249,7 @@ def _insert_batch(
     originals = _first_deliveries(cursor, sql, [batch[i] for i in keep])
     request_params: list[Any] = []
     body_params: list[Any] = []
+    queue_params: list[Any] = []
     for offset, i in enumerate(keep):
         seq = first + offset
         stored = out[i] = Stored(seq, request_public_id(seq))
@@ -252,6 +262,9 @@ def _insert_batch(
                 originals[key] = stored.id  # later ones in this batch repeat this one
         request_params += (seq, stored.id, *prepared[i], duplicate_of)
         body_params += (seq, c.body)
+        if c.forward_url:
+            now = sql.received_at(c.received_at)
+            queue_params.append((seq, c.bin_id, c.forward_url, "pending", 0, now, now))
     for start in range(0, len(keep), _ROWS_PER_STATEMENT):
         rows = min(_ROWS_PER_STATEMENT, len(keep) - start)
         cursor.execute(
@@ -259,6 +272,9 @@ def _insert_batch(
             request_params[start * _REQUEST_WIDTH : (start + rows) * _REQUEST_WIDTH],
         )
         cursor.execute(sql.insert_bodies(rows), body_params[start * 2 : (start + rows) * 2])
+    if queue_params:
+        # Forwarding bins are the exception, so one statement per row costs little here.
+        cursor.executemany(sql.insert_forward, queue_params)
     if notify_sql:
         for bin_id in sorted({batch[i].bin_id for i in keep}):
             cursor.execute(notify_sql, (bin_id,))
@@ -279,10 +295,11 @@ def _first_deliveries(
 
 _REQUEST_COLUMNS = (
     "seq, id, bin_id, method, path, query_string, headers, header_source, content_type, "
-    "body_size, remote_addr, received_at, signature, signing_rev, delivery_id, duplicate_of"
+    "body_size, remote_addr, received_at, signature, signing_rev, answer_status, answer_rule, "
+    "delivery_id, duplicate_of"
 )
-_REQUEST_WIDTH = 16
-# Keeps a statement's parameters (12 per row) far below SQLite's limit of 32,766.
+_REQUEST_WIDTH = 18
+# Keeps a statement's parameters (18 per row) far below SQLite's limit of 32,766.
 _ROWS_PER_STATEMENT = 500
 
 
@@ -299,6 +316,11 @@ class _CaptureSQL:
         self.begin = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
         m = self.mark
         self.bump = f"UPDATE counters SET value = value + {m} WHERE name = {m} RETURNING value"  # noqa: S608
+        self.insert_forward = (
+            "INSERT INTO forward_queue "  # noqa: S608
+            "(request_seq, bin_id, url, state, tries, next_at, created_at) "
+            f"VALUES ({m}, {m}, {m}, {m}, {m}, {m}, {m})"
+        )
         # The column type's own converter, so times read back exactly as SQLAlchemy writes them.
         to_db = requests.c.received_at.type.bind_processor(dialect)
         self.received_at: Callable[[Any], Any] = to_db or (lambda value: value)
@@ -367,6 +389,12 @@ def _request_item(row: sa.Row[Any]) -> dict[str, Any]:
         "signing_rev": row.signing_rev,
         "delivery_id": row.delivery_id,
         "duplicate_of": row.duplicate_of,
+        # What the capture URL answered (NULL status: stored before answers were recorded).
+        "answer": (
+            None
+            if row.answer_status is None
+            else {"status": row.answer_status, "rule": row.answer_rule}
+        ),
     }
 
 
