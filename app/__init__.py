@@ -10,7 +10,7 @@ from app.config import PROJECT_ROOT, Settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory: build a Hookbin app for ``settings`` (default: from the environment)."""
-    from app import api, assets, security, stream, web
+    from app import api, assets, binsfile, security, stream, web, webreplay
     from app.capture import CaptureDispatcher, make_capture_app
     from app.services import build_services
 
@@ -30,8 +30,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     assets.init_app(app)
     security.init_app(app)
     app.register_blueprint(web.bp)
+    app.register_blueprint(webreplay.bp)
     app.register_blueprint(api.bp)
     stream.init_app(app)
+    # After every route is registered: names in the bins file may not shadow any of them.
+    binsfile.init_app(app, services)
 
     wsgi = CaptureDispatcher(make_capture_app(services), app.wsgi_app)
     if settings.proxy_hops:

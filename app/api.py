@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from flask import Blueprint, Response, abort, jsonify, request, send_file
+from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file
 
-from app import store, verdicts
+from app import answers, names, store, verdicts
 from app.config import PROJECT_ROOT
+from app.forwardqueue import DELIVERED, describe, retry_now, state_of
 from app.replay import TargetRefused, replay
+from app.replayedit import EditError, outgoing_from_api
 from app.services import current_services
 from app.urls import capture_url, view_url
 
@@ -50,7 +52,11 @@ def public_bin(bin_: dict[str, Any]) -> dict[str, Any]:
 
 
 def public_attempt(attempt: dict[str, Any]) -> dict[str, Any]:
-    """An attempt with its body as base64 (and as text when it is UTF-8)."""
+    """An attempt with its body as base64 (and as text when it is UTF-8).
+
+    ``sent`` is what an edited or re-signed replay sent (null: the captured request as is), in
+    the same fields the replay API takes.
+    """
     body: bytes = attempt["body"]
     out = {k: v for k, v in attempt.items() if k != "body"}
     out["body_base64"] = base64.b64encode(body).decode()
@@ -58,6 +64,23 @@ def public_attempt(attempt: dict[str, Any]) -> dict[str, Any]:
         out["body_text"] = body.decode("utf-8")
     except UnicodeDecodeError:
         out["body_text"] = None
+    sent = attempt.get("sent")
+    if sent is not None:
+        path, _, query = sent["suffix"].partition("?")
+        sent_body: bytes = sent["body"]
+        try:
+            sent_text: str | None = sent_body.decode("utf-8")
+        except UnicodeDecodeError:
+            sent_text = None
+        out["sent"] = {
+            "method": attempt["method"],
+            "path": path,
+            "query": query,
+            "headers": sent["headers"],
+            "body_base64": base64.b64encode(sent_body).decode(),
+            "body_text": sent_text,
+            "body_size": len(sent_body),
+        }
     return out
 
 
@@ -86,8 +109,20 @@ def _request_or_404(request_id: str) -> dict[str, Any]:
 
 @bp.post("/bins")
 def create_bin() -> tuple[Response, int]:
-    """Create a bin."""
-    return jsonify(public_bin(store.create_bin(current_services().engine))), 201
+    """Create a bin: named when the body says ``{"name": ...}``, else with a random id."""
+    name = None
+    if request.get_data():  # the body is optional: no body, a random id as always
+        data = request.get_json(silent=True, force=True)
+        if not isinstance(data, dict):
+            return _error(400, "expected a JSON object body (or no body)")
+        name = data.get("name")
+        if name is not None and not isinstance(name, str):
+            return _error(400, "name must be a string (or null for a random id)")
+    try:
+        created = names.create_bin(current_services().engine, name, current_app.url_map)
+    except names.NameRefused as exc:
+        return _error(exc.status, str(exc))
+    return jsonify(public_bin(created)), 201
 
 
 @bp.get("/bins/<bin_id>")
@@ -98,7 +133,7 @@ def get_bin(bin_id: str) -> Response:
 
 @bp.patch("/bins/<bin_id>")
 def patch_bin(bin_id: str) -> Response | tuple[Response, int]:
-    """Change a bin's forward target, auto-forward switch and signing secrets."""
+    """Change a bin's forward target, auto-forward switch, signing secrets and responses."""
     _bin_or_404(bin_id)
     data = _json_body()
     changes: dict[str, Any] = {}
@@ -114,6 +149,12 @@ def patch_bin(bin_id: str) -> Response | tuple[Response, int]:
     if "signing" in data:
         try:
             changes["signing"] = verdicts.validate_signing(data["signing"])
+        except ValueError as exc:
+            return _error(400, str(exc))
+    if "responses" in data:
+        # Saving responses (even unchanged) starts the bin's rule counters over.
+        try:
+            changes["responses"] = answers.validate_responses(data["responses"])
         except ValueError as exc:
             return _error(400, str(exc))
     services = current_services()
@@ -218,13 +259,50 @@ def replay_request(request_id: str) -> tuple[Response, int]:
     if not isinstance(url, str) or not url:
         return _error(400, "give a target url (or set the bin's forward_url)")
     try:
-        attempt = replay(services, item, url, request_host=request.host)
+        # Edit fields (method, path, query, headers, body, body_base64, resign) are optional.
+        outgoing = outgoing_from_api(services, item, data, url)
+        attempt = replay(services, item, url, request_host=request.host, outgoing=outgoing)
+    except EditError as exc:
+        return _error(400, str(exc))
     except TargetRefused as exc:
         return _error(422, str(exc))
     payload = public_attempt(attempt)
     if attempt["status"] is None:
         return jsonify({**payload, "error": attempt["error"]}), 502
     return jsonify(payload), 200
+
+
+def public_forward(state: dict[str, Any]) -> dict[str, Any]:
+    """A request's auto-forward state with the retry budget and a line for people."""
+    return {
+        **state,
+        "max_tries": current_services().delivery.max_tries,
+        "summary": describe(state),
+    }
+
+
+@bp.get("/requests/<request_id>/forward")
+def forward_state(request_id: str) -> Response | tuple[Response, int]:
+    """Where the auto-forward of a request stands (404 when it was never queued)."""
+    item = _request_or_404(request_id)
+    state = state_of(current_services().engine, item["seq"])
+    if state is None:
+        return _error(404, "this request was not queued for auto-forward")
+    return jsonify(public_forward(state))
+
+
+@bp.post("/requests/<request_id>/forward/retry")
+def retry_forward(request_id: str) -> tuple[Response, int]:
+    """Try the auto-forward of a request now: skip the wait, or re-open one given up on."""
+    item = _request_or_404(request_id)
+    services = current_services()
+    state = services.writes.run(retry_now, item["seq"])
+    if state is None:
+        return _error(404, "this request was not queued for auto-forward")
+    if state["state"] == DELIVERED:
+        return _error(409, "already delivered; replay the request to send it again")
+    services.delivery.wake()
+    return jsonify(public_forward(state)), 202
 
 
 @bp.get("/openapi.yaml")

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
+from functools import partial
+from http import HTTPStatus
 from typing import Any
 
-from app import store, verdicts, wireheaders
+from app import answers, store, verdicts, wireheaders
 from app.deliveries import delivery_of
+from app.rulehits import BinGone, RuleHits
 from app.services import Services
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,43 @@ def _answer(
     ]
     start_response(status, headers)
     return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
+
+
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"
+
+
+def _answer_planned(
+    start_response: StartResponse,
+    environ: dict[str, Any],
+    planned: answers.Planned,
+    request_id: str,
+) -> list[bytes]:
+    """Send a bin's configured answer (``app.answers``) for a stored request.
+
+    The bin's headers were checked when they were saved (no framing, cookie or CSP headers), and
+    ``_COMMON_HEADERS`` still go out with every answer, so a configured answer stays inert.
+    """
+    if planned.delay:
+        # The capture is committed already. Under gunicorn's gevent worker time.sleep is
+        # cooperative, so the worker keeps answering other requests meanwhile.
+        time.sleep(planned.delay)
+    extra = [*planned.headers, ("X-Hookbin-Request-Id", request_id)]
+    status = _status_line(planned.status)
+    if planned.payload is not None:
+        payload = {**planned.payload, "request_id": request_id}
+        return _answer(start_response, environ, status, payload, extra)
+    body = planned.body or b""
+    headers = []
+    if planned.status not in answers.NO_BODY_STATUSES:
+        if planned.content_type:
+            headers.append(("Content-Type", planned.content_type))
+        headers.append(("Content-Length", str(len(body))))
+    start_response(status, [*headers, *extra, *_COMMON_HEADERS])
+    return [] if environ["REQUEST_METHOD"] == "HEAD" or not body else [body]
 
 
 def split_capture_path(raw_path: str) -> tuple[str, str] | None:
@@ -117,6 +158,7 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
 def make_capture_app(services: Services) -> WSGIApp:
     """The WSGI app that captures every request below ``/h/<bin id>``."""
     settings = services.settings
+    rule_hits = RuleHits(services.writes)
 
     def capture(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         wire = wireheaders.take(environ)
@@ -175,7 +217,41 @@ def make_capture_app(services: Services) -> WSGIApp:
             signature=signature,
             signing_rev=bin_["signing_rev"],
             delivery_id=delivery_of(headers, body).key,
+            # Queued in the capture's own transaction (see ``app.forwardqueue``).
+            forward_url=bin_["forward_url"] if bin_["auto_forward"] else None,
         )
+        planned = None
+        responses = bin_.get("responses")
+        if not responses:
+            capture_row.answer_status = 200  # the standard acknowledgement, no extra work
+        else:
+            incoming = answers.Incoming(
+                method=capture_row.method,
+                path=sub_path,
+                query_string=query,
+                headers=headers,
+                body=body,
+                content_type=capture_row.content_type,
+            )
+            try:
+                # May bump a rule's shared counter: done before the capture is stored, so the
+                # answer recorded with it is the one sent.
+                planned = answers.plan(responses, incoming, count=partial(rule_hits.bump, bin_id))
+            except BinGone:
+                services.bins.forget(bin_id)
+                return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
+            except Exception:  # noqa: BLE001 - nothing was stored or acknowledged: retry
+                log.exception("could not decide the answer (rule counter) for bin %s", bin_id)
+                return _answer(
+                    start_response,
+                    environ,
+                    "503 Service Unavailable",
+                    {"error": "could not store the request; retry"},
+                    [("Retry-After", "1")],
+                )
+            capture_row.answer_status = planned.status
+            capture_row.answer_rule = planned.rule
+
         try:
             stored = services.batcher.submit(capture_row)
         except Exception:  # noqa: BLE001 - tell the sender to retry; nothing was acknowledged
@@ -191,8 +267,10 @@ def make_capture_app(services: Services) -> WSGIApp:
             services.bins.forget(bin_id)
             return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
 
-        if bin_["auto_forward"] and bin_["forward_url"]:
-            services.forwarder.enqueue(stored.id, bin_["forward_url"])
+        if capture_row.forward_url:
+            services.delivery.wake()
+        if planned is not None:
+            return _answer_planned(start_response, environ, planned, stored.id)
         return _answer(
             start_response,
             environ,

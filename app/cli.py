@@ -34,9 +34,12 @@ def build_assets() -> None:
 
 
 def _build_assets() -> None:
+    from dataclasses import replace
+
     from app import assets, create_app
 
-    assets.build(create_app(Settings.from_env()))
+    # Bundling assets must not write to the database, so the bins file is left to the server.
+    assets.build(create_app(replace(Settings.from_env(), bins_file="")))
 
 
 @main.command()
@@ -52,6 +55,8 @@ def serve(host: str, port: int, workers: int) -> None:
     """Run Hookbin under gunicorn (migrating an SQLite database first)."""
     os.environ["HOOKBIN_LISTEN_PORT"] = str(port)
     settings = Settings.from_env()
+    if settings.bins_file:
+        _check_bins_file(settings.bins_file)
     if settings.is_sqlite:
         from app.migrate import upgrade
 
@@ -75,6 +80,20 @@ def serve(host: str, port: int, workers: int) -> None:
     sys.stdout.flush()
     # gunicorn takes over this process, so signals reach its master directly.
     os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, no shell
+
+
+def _check_bins_file(path: str) -> None:
+    """Refuse to start on a broken bins file, before any worker tries to apply it."""
+    from app import binsfile
+
+    resolved = Path(path).expanduser().resolve()
+    try:
+        defined = binsfile.check(resolved)
+    except binsfile.BinsFileError as exc:
+        raise click.ClickException(f"{exc}\nHookbin did not start.") from None
+    # gunicorn runs from the project directory (--chdir): give it the file just checked.
+    os.environ["HOOKBIN_BINS_FILE"] = str(resolved)
+    click.echo(binsfile.describe(resolved, defined))
 
 
 def _describe(settings: Settings) -> str:
@@ -169,6 +188,28 @@ def listen(
         verify_tls=not insecure,
     )
     sys.exit(listener.run())
+
+
+@main.group()
+def bins() -> None:
+    """Bins defined in a bins file (HOOKBIN_BINS_FILE)."""
+
+
+@bins.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def bins_check(file: Path) -> None:
+    """Validate the bins file FILE as a starting server would, without starting one.
+
+    Checks the TOML, every name (rule, reserved words), signing and responses, and that every
+    env:NAME secret is set in this environment. Exit code 0 when the file is usable, 1 if not.
+    """
+    from app import binsfile
+
+    try:
+        defined = binsfile.check(file)
+    except binsfile.BinsFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(binsfile.describe(file, defined) + ": OK")
 
 
 if __name__ == "__main__":

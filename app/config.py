@@ -66,6 +66,15 @@ class Settings:
     replay_max_response_bytes: int = 1024 * 1024
     #: Replay/forward: verify TLS certificates of https targets.
     replay_verify_tls: bool = True
+    #: Auto-forward: seconds to wait before each retry of a failed try, comma-separated. The
+    #: first try is made at once; after the last delay's try fails the entry is given up on.
+    #: Empty: one try, no retries.
+    forward_retry_schedule: str = "1,2,4,8,16"
+    #: Auto-forward: how often (seconds) each process looks for deliveries that are due (queued
+    #: by other processes, left over from before a restart, or scheduled retries).
+    forward_poll_seconds: float = 1.0
+    #: Auto-forward: most deliveries one process has in flight at once (one per bin at most).
+    forward_concurrency: int = 16
     #: Port this instance listens on (``hookbin serve`` sets it). Replays to it are refused when
     #: they aim at a capture URL, so a bin can never forward to itself in a loop.
     listen_port: int = 8000
@@ -75,6 +84,10 @@ class Settings:
     access_log: bool = True
     #: Requests shown per page in the UI and the default API page size.
     page_size: int = 50
+    #: TOML file defining named bins with their settings (see ``app.binsfile``). They are created
+    #: or rewritten at every start, so their URLs survive restarts and database resets. Empty:
+    #: no such file.
+    bins_file: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -97,6 +110,25 @@ class Settings:
     def is_sqlite(self) -> bool:
         """True when the store is an SQLite file."""
         return self.database_url.startswith("sqlite")
+
+    @property
+    def forward_retry_delays(self) -> tuple[float, ...]:
+        """``forward_retry_schedule`` as seconds; raises ValueError when it is malformed."""
+        delays: list[float] = []
+        for part in self.forward_retry_schedule.split(","):
+            if not part.strip():
+                continue
+            try:
+                delay = float(part)
+            except ValueError:
+                delay = -1.0
+            if not 0 <= delay < float("inf"):
+                raise ValueError(
+                    "HOOKBIN_FORWARD_RETRY_SCHEDULE must be comma-separated non-negative seconds, "
+                    f"not {self.forward_retry_schedule!r}"
+                )
+            delays.append(delay)
+        return tuple(delays)
 
     def notify_dir(self) -> Path:
         """Where SQLite-mode workers keep their notification sockets."""

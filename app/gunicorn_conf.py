@@ -28,4 +28,5 @@ forwarded_allow_ips = "127.0.0.1,::1"
 wireheaders.install()
 pre_request = wireheaders.pre_request
 post_worker_init = lifecycle.post_worker_init
+worker_exit = lifecycle.worker_exit
 control_socket_disable = True  # several instances per host must not fight over one socket

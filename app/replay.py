@@ -9,6 +9,7 @@ from app.outbound.client import send
 from app.outbound.policy import TargetRefused, vet_target
 
 if TYPE_CHECKING:
+    from app.replayedit import Outgoing
     from app.services import Services
 
 __all__ = ["TargetRefused", "replay", "suffix_of"]
@@ -27,32 +28,51 @@ def replay(
     *,
     kind: str = "replay",
     request_host: str | None = None,
+    outgoing: Outgoing | None = None,
+    queue_id: int | None = None,
+    try_no: int | None = None,
 ) -> dict[str, Any]:
     """Send request ``item`` to ``url`` and return the stored attempt.
 
+    ``outgoing`` (see ``app.replayedit``) is an edited and/or re-signed version of the request:
+    it is sent instead of the captured one and stored with the attempt.
+
     Raises ``TargetRefused`` (nothing is sent or stored) when the policy refuses the target.
     A target that cannot be reached still yields a stored attempt, with ``status`` None and
-    ``error`` set.
+    ``error`` set. Auto-forwards pass their queue entry and try number (``queue_id``,
+    ``try_no``), which are stored with the attempt.
     """
     settings = services.settings
     target = vet_target(url, services.target_policy(request_host))
-    body = store.get_body(services.engine, item["seq"])
+    if outgoing is None:
+        method, suffix = item["method"], suffix_of(item)
+        headers = [(name, value) for name, value in item["headers"]]
+        body = store.get_body(services.engine, item["seq"])
+        sent: dict[str, Any] = {}
+    else:
+        method, suffix, body = outgoing.method, outgoing.suffix, outgoing.body
+        headers = outgoing.send_headers()
+        sent = outgoing.attempt_fields()
     started = store.utcnow()
     result = send(
-        item["method"],
+        method,
         target,
-        suffix_of(item),
-        [(name, value) for name, value in item["headers"]],
+        suffix,
+        headers,
         body,
         timeout=settings.replay_timeout_seconds,
         max_response_bytes=settings.replay_max_response_bytes,
         verify_tls=settings.replay_verify_tls,
     )
-    return store.add_attempt(
-        services.engine,
+    # Stored through the serialised writer: under gevent an SQLite write on the event loop
+    # would stall the worker for its fsync and for any wait on another process's write lock.
+    return services.writes.run(
+        store.add_attempt,
         item["seq"],
         kind,
-        method=item["method"],
+        queue_id=queue_id,
+        try_no=try_no,
+        method=method,
         url=url,
         started_at=started,
         status=result.status,
@@ -62,15 +82,27 @@ def replay(
         truncated=result.truncated,
         elapsed_ms=result.elapsed_ms,
         error=result.error,
+        **sent,
     )
 
 
-def record_refusal(services: Services, item: dict[str, Any], url: str, kind: str, why: str) -> None:
+def record_refusal(
+    services: Services,
+    item: dict[str, Any],
+    url: str,
+    kind: str,
+    why: str,
+    *,
+    queue_id: int | None = None,
+    try_no: int | None = None,
+) -> None:
     """Store a forward that the target policy refused, so the user sees why nothing arrived."""
-    store.add_attempt(
-        services.engine,
+    services.writes.run(
+        store.add_attempt,
         item["seq"],
         kind,
+        queue_id=queue_id,
+        try_no=try_no,
         method=item["method"],
         url=url,
         started_at=store.utcnow(),
@@ -82,14 +114,3 @@ def record_refusal(services: Services, item: dict[str, Any], url: str, kind: str
         elapsed_ms=0.0,
         error=f"refused: {why}",
     )
-
-
-def forward_one(services: Services, request_id: str, url: str) -> None:
-    """Auto-forward one stored request; a refused target is stored as a failed attempt."""
-    item = store.get_request(services.engine, request_id)
-    if item is None:
-        return  # deleted before its turn came
-    try:
-        replay(services, item, url, kind="forward")
-    except TargetRefused as exc:
-        record_refusal(services, item, url, "forward", str(exc))

@@ -17,16 +17,17 @@ from typing import Any
 from flask import current_app
 from sqlalchemy.engine import Engine
 
-from app import store, verdicts
+from app import lifecycle, store, verdicts
 from app.bincache import BinCache
 from app.blocking import run_blocking
 from app.config import Settings
 from app.db import make_engine, sqlite_file
-from app.forwarder import Forwarder
+from app.dbwrites import SerialWrites
+from app.forwardloop import DeliveryLoop
 from app.live import Hub
 from app.outbound.policy import TargetPolicy
 from app.pubsub import Notifier, make_notifier
-from app.writelock import FileWriteLock
+from app.writelock import FileWriteLock, writer_lock_path
 from app.writer import CommitBatcher
 
 
@@ -40,23 +41,26 @@ class Services:
     hub: Hub
     batcher: CommitBatcher[store.Capture, store.Stored | None]
     bins: BinCache
-    forwarder: Forwarder = field(init=False)
+    #: Short write transactions off the event loop (attempts, the forward queue).
+    writes: SerialWrites
+    #: This process's auto-forward delivery loop.
+    delivery: DeliveryLoop = field(init=False)
     _started_pid: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        from app.replay import forward_one
-
-        self.forwarder = Forwarder(partial(forward_one, self))
+        self.delivery = DeliveryLoop(self)
 
     def ensure_started(self) -> None:
         """Start listening for other processes' notifications (once per process, after fork)."""
         if self._started_pid == os.getpid():
+            self.delivery.ensure_started()
             return
         with self._lock:
             if self._started_pid != os.getpid():
                 self.notifier.start(self.hub.wake)
                 self._started_pid = os.getpid()
+        self.delivery.ensure_started()
 
     def target_policy(self, request_host: str | None = None) -> TargetPolicy:
         """The replay/forward policy, refusing this server's own capture URLs."""
@@ -105,7 +109,9 @@ class Services:
 
     def close(self) -> None:
         """Release sockets and connections (tests call this)."""
+        self.delivery.stop()
         self.notifier.close()
+        self.writes.close()
         self.engine.dispose()
 
 
@@ -136,7 +142,7 @@ def build_services(settings: Settings) -> Services:
             sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
             single_connection=True,
         )
-        write_lock = FileWriteLock(db_file.with_name(db_file.name + "-writer.lock"))
+        write_lock = FileWriteLock(writer_lock_path(db_file))
 
         def insert(batch: Sequence[store.Capture]) -> list[store.Stored | None]:
             return run_blocking(store.insert_captures, writer_engine, batch, write_lock=write_lock)
@@ -159,14 +165,20 @@ def build_services(settings: Settings) -> Services:
         batch_max=settings.commit_batch_max,
         linger_seconds=settings.commit_linger_ms / 1000.0,
     )
-    return Services(
+    services = Services(
         settings=settings,
         engine=engine,
         notifier=notifier,
         hub=hub,
         batcher=batcher,
         bins=BinCache(lambda b: store.get_bin(engine, b)),
+        writes=SerialWrites(settings, engine),
     )
+    # Under gunicorn, deliveries left pending (by a restart, by other processes) must resume
+    # without waiting for a first request to this worker.
+    lifecycle.at_worker_start(services.delivery.ensure_started)
+    lifecycle.at_worker_exit(partial(services.delivery.stop, settings.replay_timeout_seconds))
+    return services
 
 
 def current_services() -> Services:

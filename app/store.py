@@ -71,16 +71,37 @@ def _bin_item(row: sa.Row[Any]) -> dict[str, Any]:
         "auto_forward": bool(row.auto_forward),
         "signing": row.signing,
         "signing_rev": row.signing_rev,
+        # What the capture URL answers (app.answers); None: the standard acknowledgement.
+        "responses": row.responses,
+        # Defined by the HOOKBIN_BINS_FILE file: its settings are rewritten at every start.
+        "managed": bool(row.managed),
     }
 
 
-def create_bin(engine: Engine) -> dict[str, Any]:
-    """Create an empty bin and return it."""
-    bin_id = new_bin_id()
-    with engine.begin() as conn:
-        conn.execute(sa.insert(bins).values(id=bin_id, created_at=utcnow(), auto_forward=False))
-        row = conn.execute(sa.select(bins).where(bins.c.id == bin_id)).one()
-    return _bin_item(row)
+class BinExists(Exception):
+    """A bin with the chosen id (name) exists already."""
+
+
+def create_bin(engine: Engine, bin_id: str | None = None) -> dict[str, Any]:
+    """Create an empty bin called ``bin_id`` (default: a random id) and return it.
+
+    Raises BinExists when a chosen id is taken. A random id that is taken (a chosen name may
+    happen to spell one) is simply drawn again: the primary key, not the id's shape, decides.
+    """
+    for _ in range(5):
+        new_id = bin_id or new_bin_id()
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.insert(bins).values(id=new_id, created_at=utcnow(), auto_forward=False)
+                )
+                row = conn.execute(sa.select(bins).where(bins.c.id == new_id)).one()
+        except sa.exc.IntegrityError:
+            if bin_id is not None:
+                raise BinExists(bin_id) from None
+            continue
+        return _bin_item(row)
+    raise RuntimeError("could not draw a free bin id")
 
 
 def get_bin(engine: Engine, bin_id: str) -> dict[str, Any] | None:
@@ -91,18 +112,25 @@ def get_bin(engine: Engine, bin_id: str) -> dict[str, Any] | None:
 
 
 def update_bin(engine: Engine, bin_id: str, **changes: Any) -> dict[str, Any] | None:
-    """Set ``forward_url``, ``auto_forward`` and/or ``signing`` on a bin; returns it or None.
+    """Set ``forward_url``, ``auto_forward``, ``signing`` and/or ``responses``; returns the bin.
 
     Changing ``signing`` moves the bin's ``signing_rev`` on, so stored verdicts get re-checked.
+    Saving ``responses`` (validated by ``app.answers``) starts the bin's rule counters over.
     """
     allowed: dict[str, Any] = {
-        k: v for k, v in changes.items() if k in {"forward_url", "auto_forward", "signing"}
+        k: v
+        for k, v in changes.items()
+        if k in {"forward_url", "auto_forward", "signing", "responses"}
     }
     if "signing" in allowed:
         allowed["signing_rev"] = bins.c.signing_rev + 1
+    if "responses" in allowed and allowed["responses"] is None:
+        allowed["responses"] = sa.null()  # SQL NULL, not a JSON "null" document
     with engine.begin() as conn:
         if allowed:
             conn.execute(sa.update(bins).where(bins.c.id == bin_id).values(**allowed))
+        if "responses" in allowed:
+            conn.execute(sa.delete(rule_hits).where(rule_hits.c.bin_id == bin_id))
         row = conn.execute(sa.select(bins).where(bins.c.id == bin_id)).first()
     return _bin_item(row) if row else None
 
@@ -526,6 +554,20 @@ def _attempt_item(row: sa.Row[Any]) -> dict[str, Any]:
         "truncated": bool(row.truncated),
         "elapsed_ms": round(row.elapsed_ms, 1),
         "error": row.error,
+        # Auto-forwards: which try of the forward this was (1 = first), else None.
+        "try_no": row.try_no,
+        # Edited and/or re-signed replays: what was sent, when it differs from the capture.
+        "edited": bool(row.edited),
+        "resigned": row.resigned,
+        "sent": (
+            None
+            if row.request_headers is None
+            else {
+                "suffix": row.request_suffix or "/",
+                "headers": [list(h) for h in row.request_headers],
+                "body": bytes(row.request_body or b""),
+            }
+        ),
     }
 
 
@@ -538,6 +580,16 @@ def list_attempts(engine: Engine, request_seq: int) -> list[dict[str, Any]]:
     )
     with engine.connect() as conn:
         return [_attempt_item(r) for r in conn.execute(query)]
+
+
+def get_attempt(engine: Engine, request_seq: int, attempt_id: int) -> dict[str, Any] | None:
+    """One attempt of request ``request_seq`` by id, or None."""
+    query = sa.select(attempts).where(
+        attempts.c.id == attempt_id, attempts.c.request_seq == request_seq
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query).first()
+    return _attempt_item(row) if row else None
 
 
 def ping(engine: Engine) -> None:

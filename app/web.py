@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from app import store, verdicts
+from app import answerform, names, store, verdicts
 from app.bodyview import build_view, hex_dump, human_size
+from app.forwardqueue import describe, retry_now, state_of
 from app.replay import TargetRefused, replay
 from app.services import current_services
 from app.signatures import PROVIDERS
@@ -22,6 +23,16 @@ _HEX_CAP = 64 * 1024
 @bp.app_context_processor
 def _signing_providers() -> dict[str, Any]:
     return {"providers": ("auto", *PROVIDERS)}
+
+
+@bp.app_template_global("responses_fields")
+def _responses_fields(bin_: dict[str, Any]) -> dict[str, str]:
+    return answerform.to_form(bin_.get("responses"))
+
+
+@bp.app_context_processor
+def _responses_placeholder() -> dict[str, Any]:
+    return {"rules_placeholder": answerform.RULES_PLACEHOLDER}
 
 
 @bp.app_template_filter("size")
@@ -64,9 +75,14 @@ def index() -> str:
 
 
 @bp.post("/bins")
-def create_bin() -> Response:
-    """Create a bin and go to its page."""
-    created = store.create_bin(current_services().engine)
+def create_bin() -> Response | tuple[str, int]:
+    """Create a bin (named when the form gives a name) and go to its page."""
+    name = (request.form.get("name") or "").strip()
+    try:
+        created = names.create_bin(current_services().engine, name or None, current_app.url_map)
+    except names.NameRefused as exc:
+        # Back to the form, with what was typed and why it cannot be used.
+        return render_template("index.html", name=name, name_error=str(exc)), exc.status
     return redirect(url_for("web.bin_page", bin_id=created["id"]), code=303)
 
 
@@ -130,7 +146,31 @@ def _detail_context(bin_: dict[str, Any], item: dict[str, Any]) -> dict[str, Any
         "hex_truncated": hex_truncated,
         "attempts": store.list_attempts(engine, item["seq"]),
         "target": bin_["forward_url"] or "http://localhost:3000",
+        "forward": _forward(state_of(engine, item["seq"])),
     }
+
+
+def _forward(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An auto-forward state with its one-line summary, for ``fragments/forward.html``."""
+    return None if state is None else {**state, "summary": describe(state)}
+
+
+@bp.get("/bins/<bin_id>/requests/<request_id>/forward")
+def forward_state(bin_id: str, request_id: str) -> str:
+    """The auto-forward state block of a request (htmx fragment, reloads while pending)."""
+    item = _request_in_bin(bin_id, request_id)
+    forward = _forward(state_of(current_services().engine, item["seq"]))
+    return render_template("fragments/forward.html", item=item, forward=forward)
+
+
+@bp.post("/bins/<bin_id>/requests/<request_id>/forward/retry")
+def retry_forward(bin_id: str, request_id: str) -> str:
+    """The "Retry now" button: make the forward due at once, or re-open one given up on."""
+    item = _request_in_bin(bin_id, request_id)
+    services = current_services()
+    forward = _forward(services.writes.run(retry_now, item["seq"]))
+    services.delivery.wake()
+    return render_template("fragments/forward.html", item=item, forward=forward)
 
 
 @bp.get("/bins/<bin_id>/requests/<request_id>")
@@ -178,9 +218,28 @@ def delete_request(bin_id: str, request_id: str) -> Response | str:
     return redirect(url_for("web.bin_page", bin_id=bin_id), code=303)
 
 
+def _settings_refused(bin_: dict[str, Any], message: str) -> str | tuple[str, int]:
+    """The settings form again, nothing saved, showing what was typed and what is wrong."""
+    form = request.form
+    shown = {
+        **bin_,
+        "forward_url": form.get("forward_url", bin_["forward_url"]),
+        "auto_forward": form.get("auto_forward") == "on",
+    }
+    if "signing_provider" in form:
+        secrets = (form.get("signing_secrets") or "").splitlines()
+        shown["signing"] = {"provider": form["signing_provider"], "secrets": secrets}
+    typed = {"responses_typed": answerform.typed(form), "responses_error": message}
+    if _is_htmx():
+        # 200: htmx swaps only successful answers in, and the form must show the error.
+        return render_template("fragments/settings.html", bin=shown, **typed)
+    page = {**_page_context(bin_), "bin": shown}
+    return render_template("bin.html", **page, detail=None, **typed), 422
+
+
 @bp.post("/bins/<bin_id>/settings")
-def bin_settings(bin_id: str) -> Response | str:
-    """Save the forward target, the auto-forward switch and the signing secrets."""
+def bin_settings(bin_id: str) -> Response | str | tuple[str, int]:
+    """Save the forward target, the auto-forward switch, the signing secrets and responses."""
     bin_ = _bin_or_404(bin_id)
     services = current_services()
     changes: dict[str, Any] = {
@@ -197,6 +256,13 @@ def bin_settings(bin_id: str) -> Response | str:
             abort(400, str(exc))
         if signing != (bin_["signing"] or {"provider": "auto", "secrets": []}):
             changes["signing"] = signing  # only a real change re-checks every request
+    if answerform.MARKER in request.form:
+        try:
+            responses = answerform.from_form(request.form)
+        except ValueError as exc:
+            return _settings_refused(bin_, str(exc))
+        if responses != bin_.get("responses"):
+            changes["responses"] = responses  # a real change also starts rule counters over
     updated = store.update_bin(services.engine, bin_id, **changes)
     services.bins.forget(bin_id)
     if _is_htmx():

@@ -41,3 +41,8 @@ class FileWriteLock:
         tb: TracebackType | None,
     ) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+def writer_lock_path(db_file: Path) -> Path:
+    """The lock file every SQLite writer of ``db_file`` takes (captures, rule counters)."""
+    return db_file.with_name(db_file.name + "-writer.lock")

@@ -1,0 +1,779 @@
+"""Stable bins: bins with chosen names, and bins defined by a TOML file (HOOKBIN_BINS_FILE).
+
+Names are created through the API and the page of a real server; file bins are created by real
+servers as they start (several workers at once), survive restarts and a deleted database, and a
+broken file keeps ``hookbin serve`` from starting at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from flask import Flask
+
+from app import binsfile, names
+from app.binsfile import BinsFileError, FileBin
+from tests.conftest import ROOT, Server, free_port, start_server
+from tests.echo import EchoTarget, start_echo
+
+RULE = "3 to 63 characters"
+
+
+def unique_name(prefix: str = "bin") -> str:
+    """A valid name nobody else in the shared server has taken."""
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def stripe_signature(secret: str, body: bytes) -> str:
+    timestamp = int(time.time())
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def slack_headers(secret: str, body: bytes) -> dict[str, str]:
+    timestamp = str(int(time.time()))
+    digest = hmac.new(secret.encode(), f"v0:{timestamp}:".encode() + body, hashlib.sha256)
+    return {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": "v0=" + digest.hexdigest()}
+
+
+def only_request(server: Server, bin_id: str) -> dict:
+    response = httpx.get(f"{server.url}/api/bins/{bin_id}/requests", timeout=10)
+    assert response.status_code == 200, response.text
+    [item] = response.json()["items"]
+    return item
+
+
+@pytest.fixture
+def echo() -> Iterator[EchoTarget]:
+    target = start_echo()
+    yield target
+    target.close()
+
+
+# --- named bins through the API -------------------------------------------------------------------
+
+
+def test_api_creates_a_named_bin_whose_capture_url_uses_the_name(shared_server: Server) -> None:
+    name = unique_name("stripe-dev")
+    response = httpx.post(f"{shared_server.url}/api/bins", json={"name": name}, timeout=10)
+    assert response.status_code == 201, response.text
+    bin_ = response.json()
+    assert bin_["id"] == name
+    assert bin_["capture_url"] == f"{shared_server.url}/h/{name}"
+    assert bin_["view_url"] == f"{shared_server.url}/bins/{name}"
+    assert bin_["managed"] is False
+    assert httpx.get(f"{shared_server.url}/api/bins/{name}").json()["id"] == name
+
+    captured = httpx.post(f"{shared_server.url}/h/{name}/x?y=1", content=b"hello", timeout=10)
+    assert captured.status_code == 200
+    item = only_request(shared_server, name)
+    assert item["id"] == captured.json()["request_id"]
+    assert (item["bin_id"], item["path"], item["query_string"]) == (name, "/x", "y=1")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"json": {}}, {"json": {"name": None}}, {"json": {"other": 1}}],
+    ids=["no body", "empty object", "null name", "no name"],
+)
+def test_api_without_a_name_still_makes_a_random_id(shared_server: Server, kwargs: dict) -> None:
+    response = httpx.post(f"{shared_server.url}/api/bins", timeout=10, **kwargs)
+    assert response.status_code == 201, response.text
+    bin_ = response.json()
+    assert len(bin_["id"]) == 22 and bin_["managed"] is False
+
+
+def test_api_refuses_a_taken_name_with_409(shared_server: Server) -> None:
+    name = unique_name("taken")
+    assert httpx.post(f"{shared_server.url}/api/bins", json={"name": name}).status_code == 201
+    httpx.post(f"{shared_server.url}/h/{name}", content=b"first")
+
+    again = httpx.post(f"{shared_server.url}/api/bins", json={"name": name})
+    assert again.status_code == 409
+    assert again.json() == {"error": f'a bin named "{name}" exists already; choose another name'}
+    # The first bin is untouched.
+    assert only_request(shared_server, name)["body_size"] == len(b"first")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ab",  # too short
+        "a" * 64,  # too long
+        "Stripe-dev",  # capitals
+        "-stripe",  # must start alphanumeric
+        "stripe-",  # must end alphanumeric
+        "stripe_dev",
+        "stripe.dev",
+        "stripe dev",
+        "strïpe",
+        "",
+        "../etc",
+    ],
+)
+def test_api_refuses_invalid_names_with_the_rule(shared_server: Server, name: str) -> None:
+    response = httpx.post(f"{shared_server.url}/api/bins", json={"name": name})
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert "is not a valid bin name" in message and RULE in message
+    assert "starting and ending with a letter or digit" in message
+
+
+@pytest.mark.parametrize(
+    "name", ["api", "bins", "static", "healthz", "admin", "metrics", "openapi", "new", "www"]
+)
+def test_api_refuses_reserved_names(shared_server: Server, name: str) -> None:
+    response = httpx.post(f"{shared_server.url}/api/bins", json={"name": name})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(f'"{name}" is reserved')
+    assert httpx.get(f"{shared_server.url}/api/bins/{name}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[1, 2]", "expected a JSON object body (or no body)"),
+        (b"{not json", "expected a JSON object body (or no body)"),
+        (b'{"name": 42}', "name must be a string (or null for a random id)"),
+    ],
+)
+def test_api_refuses_malformed_bodies(shared_server: Server, content: bytes, message: str) -> None:
+    response = httpx.post(
+        f"{shared_server.url}/api/bins",
+        content=content,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": message}
+
+
+@pytest.mark.parametrize("name", ["abc", "9lives", "a-b", "a--b", "x" * 63, "0" * 22])
+def test_names_at_the_edges_of_the_rule_are_accepted(shared_server: Server, name: str) -> None:
+    response = httpx.post(f"{shared_server.url}/api/bins", json={"name": name})
+    assert response.status_code == 201, response.text
+    assert response.json()["id"] == name
+
+
+# --- reserved names follow the routes -------------------------------------------------------------
+
+
+@pytest.fixture
+def flask_app(tmp_path: Path) -> Iterator[Flask]:
+    from app import create_app
+    from app.config import Settings
+    from app.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path}/x.sqlite3"
+    upgrade(url)
+    made = create_app(Settings(database_url=url))
+    yield made
+    made.extensions["hookbin"].close()
+
+
+def test_every_route_prefix_is_reserved_and_a_new_route_reserves_its_own(
+    flask_app: Flask,
+) -> None:
+    app = flask_app
+    reserved = names.reserved_names(app.url_map)
+    for rule in app.url_map.iter_rules():
+        first = rule.rule.lstrip("/").split("/", 1)[0]
+        if first and "<" not in first:
+            assert first in reserved, rule.rule
+    assert {"api", "bins", "static", "healthz", "h"} <= reserved
+
+    # A route added later makes its prefix unavailable without anyone editing a list.
+    app.add_url_rule("/status-board/<x>", "board", lambda x: x)
+    app.add_url_rule("/team-room", "room", lambda: "")
+    client = app.test_client()
+    for taken in ("status-board", "team-room"):
+        response = client.post("/api/bins", json={"name": taken})
+        assert response.status_code == 400, taken
+        assert "reserved" in response.get_json()["error"]
+    assert client.post("/api/bins", json={"name": "team-room-2"}).status_code == 201
+
+
+# --- named bins from the page ---------------------------------------------------------------------
+
+
+def test_index_page_has_the_optional_name_field(shared_server: Server) -> None:
+    page = httpx.get(shared_server.url + "/").text
+    assert 'id="bin-name"' in page and 'name="name"' in page
+    assert 'id="bin-name-error"' not in page
+
+
+def test_page_creates_a_named_bin_and_goes_to_it(shared_server: Server) -> None:
+    name = unique_name("page")
+    # Surrounding blanks from a paste are forgiven on the page.
+    response = httpx.post(f"{shared_server.url}/bins", data={"name": f"  {name} "})
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"/bins/{name}"
+    page = httpx.get(f"{shared_server.url}/bins/{name}").text
+    assert f'value="{shared_server.url}/h/{name}"' in page
+    assert 'id="managed-note"' not in page
+
+
+def test_page_without_a_name_makes_a_random_bin(shared_server: Server) -> None:
+    response = httpx.post(f"{shared_server.url}/bins", data={"name": ""})
+    assert response.status_code == 303
+    bin_id = response.headers["Location"].removeprefix("/bins/")
+    assert len(bin_id) == 22
+
+
+@pytest.mark.parametrize(
+    ("typed", "status", "says"),
+    [
+        ("Bad Name<b>", 400, "is not a valid bin name"),
+        ("healthz", 400, "is reserved"),
+    ],
+)
+def test_page_shows_errors_inline_and_keeps_what_was_typed(
+    shared_server: Server, typed: str, status: int, says: str
+) -> None:
+    response = httpx.post(f"{shared_server.url}/bins", data={"name": typed})
+    assert response.status_code == status
+    page = response.text
+    assert 'id="bin-name-error"' in page and 'aria-invalid="true"' in page
+    assert f'value="{html.escape(typed)}"' in page
+    assert "<b>" not in page.split('id="bin-name-error"', 1)[1]  # escaped, not markup
+    error = page.split('id="bin-name-error" role="alert">', 1)[1].split("</p>", 1)[0]
+    assert says in html.unescape(error)
+
+
+def test_page_refuses_a_taken_name_with_409_and_keeps_it(shared_server: Server) -> None:
+    name = unique_name("page-taken")
+    assert httpx.post(f"{shared_server.url}/bins", data={"name": name}).status_code == 303
+    response = httpx.post(f"{shared_server.url}/bins", data={"name": name})
+    assert response.status_code == 409
+    assert f'value="{name}"' in response.text
+    assert "exists already" in html.unescape(response.text)
+
+
+# --- the bins file --------------------------------------------------------------------------------
+
+STRIPE_SECRET = "whsec_" + "s" * 32
+SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+def write_bins_file(path: Path, forward_url: str, *, with_slack: bool = True) -> Path:
+    text = f"""
+# Fixed URLs for the team.
+[bins.stripe-dev]
+forward_url = "{forward_url}"
+auto_forward = true
+signing = {{ provider = "stripe", secrets = ["env:HOOKBIN_TEST_STRIPE_SECRET"] }}
+"""
+    if with_slack:
+        text += f"""
+[bins.slack-events]
+[bins.slack-events.signing]
+provider = "slack"
+secrets = ["{SLACK_SECRET}"]
+"""
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def file_env(path: Path) -> dict[str, str]:
+    return {"HOOKBIN_BINS_FILE": str(path), "HOOKBIN_TEST_STRIPE_SECRET": STRIPE_SECRET}
+
+
+def assert_file_bins(server: Server, forward_url: str) -> None:
+    stripe = httpx.get(f"{server.url}/api/bins/stripe-dev").json()
+    assert stripe["managed"] is True
+    assert stripe["capture_url"] == f"{server.url}/h/stripe-dev"
+    assert stripe["signing"] == {"provider": "stripe", "secrets": [STRIPE_SECRET]}
+    assert (stripe["forward_url"], stripe["auto_forward"]) == (forward_url, True)
+    slack = httpx.get(f"{server.url}/api/bins/slack-events").json()
+    assert slack["managed"] is True
+    assert slack["signing"] == {"provider": "slack", "secrets": [SLACK_SECRET]}
+    assert (slack["forward_url"], slack["auto_forward"]) == (None, False)
+
+
+def test_bins_file_bins_exist_at_start_with_signing_and_forwarding(
+    tmp_path: Path, sqlite_url: str, echo: EchoTarget
+) -> None:
+    bins_file = write_bins_file(tmp_path / "bins.toml", echo.url + "/hooks")
+    srv = start_server(sqlite_url, tmp_path, workers=3, extra_env=file_env(bins_file))
+    try:
+        assert_file_bins(srv, echo.url + "/hooks")
+
+        body = b'{"id": "evt_1", "type": "charge.succeeded"}'
+        good = httpx.post(
+            f"{srv.url}/h/stripe-dev/stripe",
+            content=body,
+            headers={"Stripe-Signature": stripe_signature(STRIPE_SECRET, body)},
+        )
+        assert good.status_code == 200
+        item = only_request(srv, "stripe-dev")
+        assert item["signature"]["provider"] == "stripe"
+        assert item["signature"]["status"] == "valid", item["signature"]
+
+        # Auto-forward from the file: the request reaches the target with its sub-path.
+        [forwarded] = echo.wait_for(1)
+        assert (forwarded.path, forwarded.body) == ("/hooks/stripe", body)
+
+        slack_body = b"token=x&team_id=T1"
+        httpx.post(
+            f"{srv.url}/h/slack-events",
+            content=slack_body,
+            headers=slack_headers(SLACK_SECRET, slack_body),
+        )
+        forged = slack_headers("not-the-secret", slack_body)
+        httpx.post(f"{srv.url}/h/slack-events", content=slack_body, headers=forged)
+        items = httpx.get(f"{srv.url}/api/bins/slack-events/requests").json()["items"]
+        assert [i["signature"]["status"] for i in items] == ["invalid", "valid"]
+
+        page = httpx.get(f"{srv.url}/bins/stripe-dev").text
+        assert 'id="managed-note"' in page
+        assert "Defined in <code>bins.toml</code>" in page
+        assert str(tmp_path) not in page  # the file's name only, not where it lives
+
+        # Three workers applied the file at once; none of them failed.
+        assert srv.process.poll() is None
+        assert "Exception in worker process" not in srv.log()
+    finally:
+        srv.stop()
+
+
+def test_restart_rewrites_settings_and_a_fresh_database_gets_the_same_urls(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    forward = "http://127.0.0.1:9/hooks"
+    bins_file = write_bins_file(tmp_path / "bins.toml", forward)
+    port = free_port()
+    env = file_env(bins_file)
+
+    srv = start_server(sqlite_url, tmp_path, workers=2, port=port, extra_env=env)
+    try:
+        before = {
+            b: httpx.get(f"{srv.url}/api/bins/{b}").json() for b in ("stripe-dev", "slack-events")
+        }
+        httpx.post(f"{srv.url}/h/stripe-dev/kept", content=b"kept")
+        # Changed by hand on a managed bin: allowed, until the next start.
+        changed = httpx.patch(
+            f"{srv.url}/api/bins/stripe-dev",
+            json={
+                "forward_url": "http://127.0.0.1:9/elsewhere",
+                "auto_forward": False,
+                "signing": None,
+            },
+        ).json()
+        assert (changed["forward_url"], changed["auto_forward"], changed["signing"]) == (
+            "http://127.0.0.1:9/elsewhere",
+            False,
+            None,
+        )
+    finally:
+        srv.stop()
+
+    # Restart on the same database: the file's settings are back, what was caught stays.
+    srv = start_server(sqlite_url, tmp_path, workers=2, port=port, extra_env=env)
+    try:
+        assert_file_bins(srv, forward)
+        assert only_request(srv, "stripe-dev")["path"] == "/kept"
+    finally:
+        srv.stop()
+
+    # The database is gone: the same bins come back at the same URLs, empty.
+    db_file = Path(sqlite_url.split("///", 1)[1])
+    for suffix in ("", "-wal", "-shm", "-writer.lock"):
+        Path(f"{db_file}{suffix}").unlink(missing_ok=True)
+    assert not db_file.exists()
+    srv = start_server(sqlite_url, tmp_path, workers=2, port=port, extra_env=env)
+    try:
+        assert_file_bins(srv, forward)
+        for name, old in before.items():
+            now = httpx.get(f"{srv.url}/api/bins/{name}").json()
+            assert (now["capture_url"], now["view_url"]) == (old["capture_url"], old["view_url"])
+            assert httpx.get(f"{srv.url}/api/bins/{name}/requests").json()["items"] == []
+        assert httpx.post(f"{srv.url}/h/slack-events/again").status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_bins_that_leave_the_file_stay_but_are_no_longer_managed(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    bins_file = write_bins_file(tmp_path / "bins.toml", "http://127.0.0.1:9/")
+    srv = start_server(sqlite_url, tmp_path, extra_env=file_env(bins_file))
+    try:
+        httpx.post(f"{srv.url}/h/slack-events/x", content=b"still here")
+    finally:
+        srv.stop()
+
+    write_bins_file(bins_file, "http://127.0.0.1:9/", with_slack=False)
+    srv = start_server(sqlite_url, tmp_path, extra_env=file_env(bins_file))
+    try:
+        slack = httpx.get(f"{srv.url}/api/bins/slack-events").json()
+        assert slack["managed"] is False
+        # Its settings are left as they were; only the file no longer rewrites them.
+        assert slack["signing"] == {"provider": "slack", "secrets": [SLACK_SECRET]}
+        assert only_request(srv, "slack-events")["path"] == "/x"
+        assert 'id="managed-note"' not in httpx.get(f"{srv.url}/bins/slack-events").text
+        assert httpx.get(f"{srv.url}/api/bins/stripe-dev").json()["managed"] is True
+    finally:
+        srv.stop()
+
+
+BROKEN_FILES = [
+    ("[bins.api]\n", "api", '"api" is reserved'),
+    ("[bins.Stripe]\n", "Stripe", "is not a valid bin name: use 3 to 63 characters"),
+    (
+        '[bins.stripe-dev]\nsigning = { provider = "stripy", secrets = [] }\n',
+        "stripe-dev",
+        "signing.provider must be one of auto, github, stripe",
+    ),
+    (
+        "[bins.stripe-dev]\n"
+        'signing = { provider = "stripe", secrets = ["env:HOOKBIN_NOT_SET_X"] }\n',
+        "stripe-dev",
+        "signing secret #1: environment variable HOOKBIN_NOT_SET_X is not set",
+    ),
+    (
+        "[bins.stripe-dev]\nauto_forward = true\n",
+        "stripe-dev",
+        "auto_forward = true needs a forward_url",
+    ),
+    ('[bins.stripe-dev]\nforward_to = "http://x"\n', "stripe-dev", "unknown key forward_to"),
+    (
+        '[bins.stripe-dev]\nforward_url = "localhost:3000"\n',
+        "stripe-dev",
+        "forward_url must be an http",
+    ),
+]
+
+
+def _serve(env_extra: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {
+        **os.environ,
+        "HOOKBIN_DATABASE_URL": f"sqlite:///{tmp_path / 'refused.sqlite3'}",
+        "HOOKBIN_ACCESS_LOG": "false",
+        **env_extra,
+    }
+    env.pop("HOOKBIN_NOT_SET_X", None)
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Nothing may be listening: the server refused to start rather than starting without bins.
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+    return result
+
+
+@pytest.mark.parametrize(("text", "bin_name", "problem"), BROKEN_FILES)
+def test_a_broken_bins_file_keeps_the_server_from_starting(
+    tmp_path: Path, text: str, bin_name: str, problem: str
+) -> None:
+    bins_file = tmp_path / "team-bins.toml"
+    bins_file.write_text(text, encoding="utf-8")
+    result = _serve({"HOOKBIN_BINS_FILE": str(bins_file)}, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f'bins file {bins_file}: bin "{bin_name}": ' in result.stderr
+    assert problem in result.stderr
+    assert "Hookbin did not start." in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "refused.sqlite3").exists()  # refused before touching the database
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[bins.ok-name\n", "is not valid TOML: "),
+        ('title = "x"\n', "unknown top-level key title"),
+        ('bins = "x"\n', "bins must be a table"),
+    ],
+)
+def test_a_bins_file_that_is_not_a_bins_file_is_refused(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    bins_file = tmp_path / "bins.toml"
+    bins_file.write_text(text, encoding="utf-8")
+    result = _serve({"HOOKBIN_BINS_FILE": str(bins_file)}, tmp_path)
+    assert result.returncode == 1
+    assert f"bins file {bins_file}: {problem}" in result.stderr
+
+
+def test_a_missing_bins_file_is_refused(tmp_path: Path) -> None:
+    result = _serve({"HOOKBIN_BINS_FILE": str(tmp_path / "nope.toml")}, tmp_path)
+    assert result.returncode == 1
+    assert f"bins file {tmp_path / 'nope.toml'}: cannot be read" in result.stderr
+
+
+def test_create_app_refuses_a_broken_file_too(tmp_path: Path) -> None:
+    """Started without ``hookbin serve`` (e.g. ``gunicorn app.wsgi:app``), the app still refuses."""
+    from app import create_app
+    from app.config import Settings
+    from app.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path}/x.sqlite3"
+    upgrade(url)
+    bins_file = tmp_path / "bins.toml"
+    bins_file.write_text("[bins.static]\n", encoding="utf-8")
+    with pytest.raises(BinsFileError) as caught:
+        create_app(Settings(database_url=url, bins_file=str(bins_file)))
+    assert str(caught.value).startswith(
+        f'bins file {bins_file}: bin "static": "static" is reserved'
+    )
+
+
+def test_bins_check_command(tmp_path: Path) -> None:
+    import os
+
+    good = write_bins_file(tmp_path / "good.toml", "http://localhost:3000/")
+    env = {**os.environ, "HOOKBIN_TEST_STRIPE_SECRET": STRIPE_SECRET}
+    ok = subprocess.run(
+        [sys.executable, "-m", "app.cli", "bins", "check", str(good)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == f"bins file {good}: 2 bins (stripe-dev, slack-events): OK"
+
+    env.pop("HOOKBIN_TEST_STRIPE_SECRET")
+    missing = subprocess.run(
+        [sys.executable, "-m", "app.cli", "bins", "check", str(good)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        f'Error: bins file {good}: bin "stripe-dev": signing secret #1: '
+        "environment variable HOOKBIN_TEST_STRIPE_SECRET is not set"
+    )
+
+
+def test_env_secrets_are_read_and_never_echoed(tmp_path: Path) -> None:
+    bins_file = tmp_path / "bins.toml"
+    bins_file.write_text(
+        "[bins.team-hooks]\n"
+        'signing = { provider = "github", secrets = ["env:GH_ONE", "literal", "env:GH_TWO"] }\n',
+        encoding="utf-8",
+    )
+    [defined] = binsfile.read(bins_file, names.FIXED_RESERVED, {"GH_ONE": "one", "GH_TWO": "two"})
+    assert defined.signing == {"provider": "github", "secrets": ["one", "literal", "two"]}
+    with pytest.raises(BinsFileError) as caught:
+        binsfile.read(bins_file, names.FIXED_RESERVED, {"GH_ONE": "one", "GH_TWO": "  "})
+    assert str(caught.value).endswith("signing secret #3: environment variable GH_TWO is empty")
+    bins_file.write_text(
+        '[bins.team-hooks]\nsigning = { secrets = ["env:not a name"] }\n', encoding="utf-8"
+    )
+    with pytest.raises(BinsFileError, match='"env:not a name" does not name an environment'):
+        binsfile.read(bins_file, names.FIXED_RESERVED, {})
+
+
+def test_responses_in_the_bins_file_are_checked_by_the_answers_module(tmp_path: Path) -> None:
+    answers = pytest.importorskip(
+        "app.answers", reason="response rules (app.answers) not built yet"
+    )
+    bins_file = tmp_path / "bins.toml"
+    bins_file.write_text("[bins.answering]\nresponses = 5\n", encoding="utf-8")
+    with pytest.raises(BinsFileError) as caught:
+        binsfile.read(bins_file, names.FIXED_RESERVED, {})
+    assert str(caught.value).startswith(f'bins file {bins_file}: bin "answering": responses')
+
+    bins_file.write_text(
+        """
+[bins.answering.responses]
+default = { status = 202, body = "queued" }
+
+[[bins.answering.responses.rules]]
+path = "/flaky/*"
+fail_first = { count = 2, status = 503 }
+
+[[bins.answering.responses.rules]]
+id = "named"
+path = "/named"
+answer = { status = 204 }
+""",
+        encoding="utf-8",
+    )
+    [first] = binsfile.read(bins_file, names.FIXED_RESERVED, {})
+    [again] = binsfile.read(bins_file, names.FIXED_RESERVED, {})
+    assert first.responses is not None
+    # Stored exactly as the answers module would store it, with ids that do not change between
+    # starts (they key the rules' hit counters).
+    assert first.responses == again.responses
+    assert [r["id"] for r in first.responses["rules"]] == ["rule-1", "named"]
+    expected = answers.validate_responses(
+        {
+            "default": {"status": 202, "body": "queued"},
+            "rules": [
+                {"id": "rule-1", "path": "/flaky/*", "fail_first": {"count": 2, "status": 503}},
+                {"id": "named", "path": "/named", "answer": {"status": 204}},
+            ],
+        }
+    )
+    assert first.responses == expected
+
+
+def test_bins_file_responses_answer_on_the_capture_url(tmp_path: Path, sqlite_url: str) -> None:
+    pytest.importorskip("app.answers", reason="response rules (app.answers) not built yet")
+    bins_file = tmp_path / "bins.toml"
+    bins_file.write_text(
+        """
+[bins.answering.responses]
+default = { status = 202, content_type = "text/plain", body = "queued" }
+""",
+        encoding="utf-8",
+    )
+    srv = start_server(sqlite_url, tmp_path, extra_env={"HOOKBIN_BINS_FILE": str(bins_file)})
+    try:
+        bin_ = httpx.get(f"{srv.url}/api/bins/answering").json()
+        assert bin_["managed"] is True
+        answered = httpx.post(f"{srv.url}/h/answering/x", content=b"{}")
+        assert (answered.status_code, answered.text) == (202, "queued")
+    finally:
+        srv.stop()
+
+
+def test_readme_example_is_a_valid_bins_file(tmp_path: Path) -> None:
+    pytest.importorskip("app.answers", reason="the example has response rules (app.answers)")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Named bins and the bins file", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    bins_file = tmp_path / "bins.toml"
+    bins_file.write_text(example, encoding="utf-8")
+    env = {
+        "STRIPE_WEBHOOK_SECRET": "whsec_a",
+        "SLACK_SIGNING_SECRET": "new",
+        "SLACK_SIGNING_SECRET_PREVIOUS": "old",
+    }
+    stripe, slack = binsfile.read(bins_file, binsfile.app_reserved_names(), env)
+    assert (stripe.name, stripe.auto_forward, stripe.signing) == (
+        "stripe-dev",
+        True,
+        {"provider": "stripe", "secrets": ["whsec_a"]},
+    )
+    assert slack.signing == {"provider": "slack", "secrets": ["new", "old"]}
+    assert slack.responses is not None
+    assert [r["id"] for r in slack.responses["rules"]] == ["url-verification"]
+
+
+# --- several processes applying the file at once -----------------------------------------------
+
+
+def _sync_concurrently(database_url: str, defined: list[FileBin], copies: int = 6) -> None:
+    """Apply ``defined`` from ``copies`` engines (as separate workers would), all at once."""
+    from app.db import make_engine
+
+    engines = [make_engine(database_url) for _ in range(copies)]
+    start = threading.Barrier(copies)
+    errors: list[BaseException] = []
+
+    def run(engine) -> None:
+        start.wait()
+        try:
+            binsfile.sync(engine, defined)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for engine in engines:
+        engine.dispose()
+    assert not errors, errors
+
+
+def check_concurrent_sync(database_url: str) -> None:
+    from app import store
+    from app.db import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        # A bin a user made by hand with a name the file now claims: adopted, not duplicated.
+        store.create_bin(engine, "adopted")
+        store.update_bin(engine, "adopted", forward_url="http://127.0.0.1:9/by-hand")
+        defined = [
+            FileBin(
+                "stripe-dev", "http://127.0.0.1:9/s", True, {"provider": "stripe", "secrets": ["a"]}
+            ),
+            FileBin("slack-events", signing={"provider": "slack", "secrets": ["b"]}),
+            FileBin("adopted"),
+        ]
+        _sync_concurrently(database_url, defined)
+        stripe = store.get_bin(engine, "stripe-dev")
+        assert stripe is not None and stripe["managed"] and stripe["auto_forward"]
+        assert stripe["signing"] == {"provider": "stripe", "secrets": ["a"]}
+        assert stripe["signing_rev"] == 0
+        adopted = store.get_bin(engine, "adopted")
+        assert adopted is not None and adopted["managed"] and adopted["forward_url"] is None
+
+        # A new secret in the file: every stored verdict must be re-checked, exactly once over.
+        changed = [
+            FileBin(
+                "stripe-dev", "http://127.0.0.1:9/s", True, {"provider": "stripe", "secrets": ["c"]}
+            ),
+            FileBin("slack-events", signing={"provider": "slack", "secrets": ["b"]}),
+        ]
+        _sync_concurrently(database_url, changed)
+        stripe = store.get_bin(engine, "stripe-dev")
+        assert stripe is not None and stripe["signing"]["secrets"] == ["c"]
+        assert stripe["signing_rev"] == 1
+        assert store.get_bin(engine, "slack-events")["signing_rev"] == 0  # type: ignore[index]
+        released = store.get_bin(engine, "adopted")
+        assert released is not None and released["managed"] is False
+
+        # Applying the same file again changes nothing.
+        assert binsfile.sync(engine, changed) == binsfile.SyncReport()
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_starts_apply_the_file_once_on_sqlite(sqlite_url: str) -> None:
+    from app.migrate import upgrade
+
+    upgrade(sqlite_url)
+    check_concurrent_sync(sqlite_url)
+
+
+@pytest.mark.postgres
+def test_concurrent_starts_apply_the_file_once_on_postgres(postgres_url: str) -> None:
+    check_concurrent_sync(postgres_url)
+
+
+@pytest.mark.postgres
+def test_bins_file_on_postgres_with_several_workers(postgres_url: str, tmp_path: Path) -> None:
+    bins_file = write_bins_file(tmp_path / "bins.toml", "http://127.0.0.1:9/pg")
+    srv = start_server(postgres_url, tmp_path, workers=3, extra_env=file_env(bins_file))
+    try:
+        assert_file_bins(srv, "http://127.0.0.1:9/pg")
+        body = b'{"id": "evt_pg"}'
+        response = httpx.post(
+            f"{srv.url}/h/stripe-dev",
+            content=body,
+            headers={"Stripe-Signature": stripe_signature(STRIPE_SECRET, body)},
+        )
+        assert response.status_code == 200
+        assert only_request(srv, "stripe-dev")["signature"]["status"] == "valid"
+        assert srv.process.poll() is None
+        assert "Exception in worker process" not in srv.log()
+    finally:
+        srv.stop()
