@@ -190,8 +190,9 @@ def make_engine(
 ) -> Engine:
     """Create the engine for ``url``; SQLite files get WAL, foreign keys and explicit locking.
 
-    ``single_connection`` builds an engine that owns exactly one connection, for the commit writer:
-    it is used from one native thread at a time, and a pool's locks would be gevent's.
+    ``single_connection`` builds an engine that owns exactly one connection, for a writer that is
+    used by one caller at a time (possibly a native thread, where a pool's gevent locks must not
+    be taken).
     """
     if not url.startswith("sqlite"):
         return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

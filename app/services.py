@@ -19,7 +19,6 @@ from sqlalchemy.engine import Engine
 
 from app import lifecycle, store, verdicts
 from app.bincache import BinCache
-from app.blocking import run_blocking
 from app.config import Settings
 from app.db import make_engine, sqlite_file
 from app.dbwrites import SerialWrites
@@ -134,8 +133,11 @@ def build_services(settings: Settings) -> Services:
 
     db_file = sqlite_file(settings.database_url)
     if db_file is not None:
-        # SQLite: the commit runs on a native thread with its own connection, one writer per
-        # file at a time, so neither the fsync nor a wait for another worker blocks the loop.
+        # SQLite: the commit runs on the event loop with the writer's own connection, one writer
+        # per file at a time. A commit of a batch takes well under a millisecond; on a native
+        # thread it cost several times that, because every call into SQLite hands the GIL back
+        # and must win it again from the busy loop (BENCHMARKS.md). Only the wait for another
+        # process's commit leaves the loop (``FileWriteLock.cooperatively``).
         writer_engine = make_engine(
             settings.database_url,
             sqlite_synchronous=settings.sqlite_synchronous,
@@ -145,7 +147,9 @@ def build_services(settings: Settings) -> Services:
         write_lock = FileWriteLock(writer_lock_path(db_file))
 
         def insert(batch: Sequence[store.Capture]) -> list[store.Stored | None]:
-            return run_blocking(store.insert_captures, writer_engine, batch, write_lock=write_lock)
+            return store.insert_captures(
+                writer_engine, batch, write_lock=write_lock.cooperatively()
+            )
 
     else:
         # PostgreSQL: psycopg waits cooperatively under gevent, so the commit may stay on the loop.

@@ -6,6 +6,7 @@ the shape the JSON API documents, so views only serialise them.
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import secrets
@@ -263,8 +264,8 @@ def _insert_batch(
     notify_sql: str | None,
 ) -> list[Stored | None]:
     # Plain DB-API calls, and one multi-row INSERT per table rather than executemany: this runs
-    # on a native thread that must win the GIL back from the event loop after every call into
-    # the database, so the number of calls, not the rows, sets the cost.
+    # on the event loop of a busy worker, so the number of calls, not the rows, sets the cost
+    # (SQLAlchemy's per-statement machinery cost several times the SQL itself).
     out: list[Stored | None] = [None] * len(batch)
     bin_ids = sorted({c.bin_id for c in batch})
     cursor.execute(sql.find_bins(len(bin_ids)), tuple(bin_ids))
@@ -452,15 +453,53 @@ def list_requests(
 def requests_after(
     engine: Engine, bin_id: str, after_seq: int, *, limit: int = 500
 ) -> list[dict[str, Any]]:
-    """Requests of a bin with a sequence above ``after_seq``, oldest first."""
-    query = (
-        sa.select(*_LIST_COLUMNS)
-        .where(requests.c.bin_id == bin_id, requests.c.seq > after_seq)
-        .order_by(requests.c.seq)
-        .limit(limit)
-    )
-    with engine.connect() as conn:
-        return [_request_item(r) for r in conn.execute(query)]
+    """Requests of a bin with a sequence above ``after_seq``, oldest first.
+
+    The live hub runs this on the event loop after every commit of every process, so it is plain
+    DB-API with the column types' own converters: SQLAlchemy's statement and row machinery cost
+    several times the query itself here.
+    """
+    reader = _item_reader(engine.dialect)
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute(reader.sql, (bin_id, after_seq, limit))
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        raw.commit()  # ends the read transaction the driver may have opened
+    finally:
+        raw.close()
+    return [_request_item(reader.row(row)) for row in rows]
+
+
+class _ItemReader:
+    """``requests_after``'s statement in one dialect's parameter style, and its row converter."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        m = "?" if dialect.paramstyle == "qmark" else "%s"
+        names = [c.name for c in requests.c]
+        self.sql = (
+            f"SELECT {', '.join(names)} FROM requests "  # noqa: S608 - fixed names only
+            f"WHERE bin_id = {m} AND seq > {m} ORDER BY seq LIMIT {m}"
+        )
+        self._tuple = collections.namedtuple("_RequestRow", names)  # type: ignore[misc]
+        self._convert = [
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in requests.c
+        ]
+
+    def row(self, values: Sequence[Any]) -> Any:
+        """A row with attribute access, each value converted as SQLAlchemy would."""
+        return self._tuple._make(
+            v if f is None or v is None else f(v)
+            for f, v in zip(self._convert, values, strict=True)
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _item_reader(dialect: sa.Dialect) -> _ItemReader:
+    return _ItemReader(dialect)
 
 
 def last_seq(engine: Engine, bin_id: str) -> int:

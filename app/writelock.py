@@ -3,16 +3,24 @@
 Several gunicorn workers (and instances) write to one SQLite file. SQLite's own answer to a held
 write lock is to sleep and retry on a ladder of 1, 2, 5 ... 100 ms, so a waiting writer often
 sleeps on long after the lock was freed. An exclusive ``flock`` on a file next to the database
-queues writers in the kernel instead: the next one runs the moment the previous commit ends. It is
-taken on the writer's native thread (see ``app.blocking``), never on the event loop.
+queues writers in the kernel instead: the next one runs the moment the previous commit ends.
+
+Writers on a native thread (``app.dbwrites``) simply block in ``with lock:``. The capture writer
+commits on the event loop (see ``services.build_services``) and uses ``lock.cooperatively()``:
+the lock is tried without waiting, and only when another process holds it is the wait handed to
+a native thread, so the loop never sleeps in ``flock``.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+
+from app.blocking import run_blocking
 
 
 class FileWriteLock:
@@ -41,6 +49,19 @@ class FileWriteLock:
         tb: TracebackType | None,
     ) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    @contextmanager
+    def cooperatively(self) -> Iterator[None]:
+        """Hold the lock from the event loop: wait for another process's commit off the loop."""
+        fd = self._file()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            run_blocking(fcntl.flock, fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def writer_lock_path(db_file: Path) -> Path:

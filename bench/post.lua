@@ -4,6 +4,11 @@
 --   HOOKBIN_BENCH_IDS_DIR  when set, each thread writes the bodies of its 200 answers (Hookbin's
 --                          {"ok":true,"request_id":...} lines) to <dir>/ids-<thread>.txt, so the
 --                          benchmark can check every acknowledged capture against the database.
+--   HOOKBIN_BENCH_DELAY_MS when set, each connection waits this long after an answer before it
+--                          sends again: a paced load of about connections * 1000 / delay req/s
+--                          from a sender that costs next to no CPU (push-latency runs).
+--   HOOKBIN_BENCH_TAG      when set, every request carries ?n=<thread * 10^7 + count>, a number
+--                          unique in the run, so each websocket frame can be matched to it.
 -- At the end it prints "STATUS <code> <count>" lines and "SENT <count>".
 
 local pad = string.rep("x", 1024)
@@ -14,6 +19,15 @@ wrk.method = "POST"
 wrk.body = body
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["User-Agent"] = "hookbin-bench-wrk"
+
+local delay_ms = tonumber(os.getenv("HOOKBIN_BENCH_DELAY_MS") or "")
+local tag = (os.getenv("HOOKBIN_BENCH_TAG") or "") ~= ""
+
+if delay_ms ~= nil then
+  function delay()
+    return delay_ms
+  end
+end
 
 local threads = {}
 local next_id = 0
@@ -38,6 +52,9 @@ end
 
 function request()
   sent = sent + 1
+  if tag then
+    return wrk.format(nil, wrk.path .. "?n=" .. tostring(tid * 10000000 + sent))
+  end
   return req
 end
 
