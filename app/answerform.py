@@ -89,6 +89,8 @@ def from_form(form: Mapping[str, str]) -> dict[str, Any] | None:
             rules = json.loads(fields["resp_rules"])
         except ValueError as exc:
             raise ValueError(f"rules are not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ValueError("rules are not valid JSON: nested too deeply") from None
         if not isinstance(rules, list):
             raise ValueError("rules must be a JSON list: [{...}, {...}]")
     return validate_responses({"default": default, "rules": rules})

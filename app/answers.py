@@ -22,6 +22,7 @@ see ``app.rulehits``), and the capture path turns a ``Planned`` answer into byte
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import math
@@ -46,6 +47,9 @@ MAX_HEADERS = 32
 MAX_TEMPLATE_CHARS = 8 * 1024
 #: Largest rendered body, and largest text any template operation may build on the way.
 MAX_RENDERED_CHARS = 256 * 1024
+#: Characters (or list items) all template operations may build in all while rendering one
+#: template: values held side by side (``[x * n, x * n, ...]``) add up long before any is written.
+MAX_BUILT_CHARS = 8 * MAX_RENDERED_CHARS
 MAX_HEADER_VALUE_CHARS = 4096
 MAX_DELAY_SECONDS = 30.0
 MAX_FAIL_COUNT = 100_000
@@ -62,6 +66,7 @@ _RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _CONTENT_TYPE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+/[!#$%&'*+\-.^_`|~0-9A-Za-z]+(;.*)?\Z")
 # Header values: visible ASCII, space, tab and Latin-1 high bytes; never CR, LF or NUL.
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: Header names a configured answer may not carry, lower-case, with the reason shown to users.
 FORBIDDEN_HEADERS: dict[str, str] = {
@@ -162,8 +167,12 @@ def validate_responses(data: Any) -> dict[str, Any] | None:
     if out_default is None and not out_rules:
         return None
     out = {"default": out_default, "rules": out_rules}
-    if len(json.dumps(out)) > MAX_CONFIG_CHARS:
+    text = json.dumps(out, ensure_ascii=False)
+    if len(text) > MAX_CONFIG_CHARS:
         raise ValueError(f"responses: at most {MAX_CONFIG_CHARS // 1024} KiB in all")
+    if _SURROGATE.search(text):
+        # Not UTF-8: an answer or the bin's page could never be written out.
+        raise ValueError("responses: text may not contain unpaired surrogates (\\ud800-\\udfff)")
     return out
 
 
@@ -290,8 +299,10 @@ def _validate_json_condition(cond: Any, where: str) -> dict[str, Any]:
     if op == "present":
         if not isinstance(value, bool):
             raise ValueError(f"{where}.present must be true or false")
-    elif not (value is None or isinstance(value, str | bool | int | float)) or (
-        isinstance(value, str) and len(value) > 1024
+    elif (
+        not (value is None or isinstance(value, str | bool | int | float))
+        or (isinstance(value, str) and len(value) > 1024)
+        or (isinstance(value, float) and not math.isfinite(value))
     ):
         raise ValueError(f"{where}.equals must be a string, number, true, false or null")
     return {"field": path, op: value}
@@ -516,7 +527,12 @@ def json_field(document: Any, path: str) -> Any:
             if part not in value:
                 return _MISSING
             value = value[part]
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+        elif (
+            isinstance(value, list)
+            and part.isascii()  # "²".isdigit() is true, but int("²") fails
+            and part.isdigit()
+            and int(part) < len(value)
+        ):
             value = value[int(part)]
         else:
             return _MISSING
@@ -685,7 +701,7 @@ def render_answer(
         return Planned(
             status=status, rule=rule, headers=headers, payload=dict(ACKNOWLEDGEMENT), delay=delay
         )
-    body = render_template(answer["body"], incoming, where=f"{where}, body").encode()
+    body = _utf8(render_template(answer["body"], incoming, where=f"{where}, body"))
     content_type = answer["content_type"]
     return Planned(
         status=status,
@@ -695,6 +711,14 @@ def render_answer(
         content_type=content_type,
         delay=delay,
     )
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A JSON body may carry lone surrogates ("\ud800"), which UTF-8 cannot: write U+FFFD.
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
 
 
 # --- templates ------------------------------------------------------------------------------------
@@ -821,10 +845,60 @@ def _filter_float(value: Any, default: float = 0.0) -> float:
         return default
 
 
+def _number(value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        # Jinja's own tests would compute value % n: on text, that is printf-style formatting
+        # ("%999999999s" builds a gigabyte), and the sender writes that text.
+        raise SecurityError(f"expected a number, not a {type(value).__name__} value")
+    return value
+
+
+def _test_odd(value: Any) -> bool:
+    return _number(value) % 2 == 1
+
+
+def _test_even(value: Any) -> bool:
+    return _number(value) % 2 == 0
+
+
+def _test_divisibleby(value: Any, num: Any) -> bool:
+    return _number(value) % _number(num) == 0
+
+
 def _limit_size(size: int) -> None:
     if size > MAX_RENDERED_CHARS:
         raise _TooLarge(f"a value longer than {MAX_RENDERED_CHARS} characters")
 
+
+#: What the template being rendered has built so far (``_spend``); None outside a rendering.
+_BUILT: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "hookbin_answer_built", default=None
+)
+
+
+def _spend(size: int) -> None:
+    """Count ``size`` more characters (or items) built by the template being rendered."""
+    built = _BUILT.get()
+    if built is not None:
+        built[0] += size
+        if built[0] > MAX_BUILT_CHARS:
+            raise _TooLarge(f"more than {MAX_BUILT_CHARS} characters built in all")
+
+
+def _spending(make: Callable[..., str]) -> Callable[..., str]:
+    """A filter whose result is counted by ``_spend``."""
+
+    @functools.wraps(make)
+    def made(*args: Any, **kwargs: Any) -> str:
+        text = make(*args, **kwargs)
+        _spend(len(text))
+        return text
+
+    return made
+
+
+#: Not a name: the filter that ``_compiled`` puts where a template slices (``x[a:b]``).
+_SLICE = "hookbin slice"
 
 _FILTERS: dict[str, Callable[..., Any]] = {
     "default": do_default,
@@ -833,16 +907,16 @@ _FILTERS: dict[str, Callable[..., Any]] = {
     "last": do_last,
     "float": _filter_float,
     "int": _filter_int,
-    "join": _filter_join,
+    "join": _spending(_filter_join),
     "length": _filter_length,
     "count": _filter_length,
-    "lower": _filter_lower,
-    "upper": _filter_upper,
-    "trim": _filter_trim,
-    "replace": _filter_replace,
-    "string": _as_text,
-    "tojson": _filter_tojson,
-    "urlencode": _filter_urlencode,
+    "lower": _spending(_filter_lower),
+    "upper": _spending(_filter_upper),
+    "trim": _spending(_filter_trim),
+    "replace": _spending(_filter_replace),
+    "string": _spending(_as_text),
+    "tojson": _spending(_filter_tojson),
+    "urlencode": _spending(_filter_urlencode),
 }
 
 
@@ -867,7 +941,13 @@ class _AnswerEnvironment(ImmutableSandboxedEnvironment):
             auto_reload=False,
         )
         self.globals.clear()
-        self.filters = dict(_FILTERS)
+        self.filters = {**_FILTERS, _SLICE: slice}  # _SLICE: see _compiled; no template can name it
+        self.tests = {
+            **self.tests,
+            "odd": _test_odd,
+            "even": _test_even,
+            "divisibleby": _test_divisibleby,
+        }
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         """``obj.attribute``: a dictionary key first, else one of a few harmless methods."""
@@ -887,9 +967,12 @@ class _AnswerEnvironment(ImmutableSandboxedEnvironment):
             return self.undefined(obj=obj, name=argument)
         if isinstance(obj, list | tuple | str) and isinstance(argument, int | slice):
             try:
-                return obj[argument]
+                item = obj[argument]
             except (IndexError, TypeError, ValueError):
                 return self.undefined(obj=obj, name=argument)
+            if isinstance(argument, slice):
+                _spend(len(item))  # a slice is a copy
+            return item
         if isinstance(argument, str) and (argument.startswith("_") or hasattr(obj, argument)):
             return self.unsafe_undefined(obj, argument)
         return self.undefined(obj=obj, name=argument)
@@ -904,7 +987,10 @@ class _AnswerEnvironment(ImmutableSandboxedEnvironment):
             and isinstance(__obj.__self__, str | dict)
         ):
             raise SecurityError(f"{type(__obj).__name__} values cannot be called")
-        return __obj(*args, **kwargs)
+        result = __obj(*args, **kwargs)
+        if isinstance(result, str) and __obj.__name__ != "get":
+            _spend(len(result))  # lower(), strip()...: a copy
+        return result
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         """Refuse operations whose result would be huge before computing them."""
@@ -915,9 +1001,11 @@ class _AnswerEnvironment(ImmutableSandboxedEnvironment):
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, str | list | tuple) and isinstance(times, int):
                     _limit_size(len(seq) * max(times, 0))
+                    _spend(len(seq) * max(times, 0))
         elif operator == "+":
             if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
                 _limit_size(len(left) + len(right))
+                _spend(len(left) + len(right))
         elif (
             operator == "**"
             and isinstance(left, int)
@@ -963,21 +1051,23 @@ def _check_template(source: str, where: str) -> None:
     anything beyond output, ``if``, the context names, and the allowed filters and methods."""
     if len(source) > MAX_TEMPLATE_CHARS:
         raise ValueError(f"{where}: at most {MAX_TEMPLATE_CHARS} characters")
+    if _SURROGATE.search(source):
+        raise ValueError(f"{where}: may not contain unpaired surrogates (\\ud800-\\udfff)")
     if not _is_template(source):
         return
     try:
         tree = _ENV.parse(source)
-    except TemplateError as exc:
-        raise ValueError(f"{where}: template error: {exc}") from None
-    # Statements first, then names: "range(3)" is better explained by "range" than by the call.
-    for node in sorted(_walk(tree), key=_report_order):
-        problem = _node_problem(node)
-        if problem:
-            raise ValueError(f"{where}: {problem}")
-    try:
+        # Statements first, then names: "range(3)" is better explained by "range" than the call.
+        for node in sorted(_walk(tree), key=_report_order):
+            problem = _node_problem(node)
+            if problem:
+                raise ValueError(f"{where}: {problem}")
         _compiled(source)
     except TemplateError as exc:
         raise ValueError(f"{where}: template error: {exc}") from None
+    except (RecursionError, SyntaxError):
+        # Jinja's parser recurses per nesting level, and Python refuses deeply nested code.
+        raise ValueError(f"{where}: template error: expressions are nested too deeply") from None
 
 
 def _report_order(node: nodes.Node) -> int:
@@ -1025,6 +1115,13 @@ def _compiled(source: str) -> tuple[Any, frozenset[str]]:
     names = frozenset(
         n.name for n in _walk(tree) if isinstance(n, nodes.Name) and n.name in CONTEXT_NAMES
     )
+    for node in tree.find_all(nodes.Getitem):
+        if isinstance(node.arg, nodes.Slice):
+            # Jinja compiles ``x[a:b]`` to a plain Python subscript; as ``x[_SLICE(a, b)]`` it goes
+            # through ``_AnswerEnvironment.getitem``, which counts the copy a slice makes.
+            bounds = [node.arg.start, node.arg.stop, node.arg.step]
+            start, stop, step = (nodes.Const(None) if b is None else b for b in bounds)
+            node.arg = nodes.Filter(start, _SLICE, [stop, step], [], None, None)
     return _ENV.from_string(tree), names
 
 
@@ -1045,10 +1142,12 @@ def _context(incoming: Incoming, names: frozenset[str]) -> dict[str, Any]:
 def render_template(source: str, incoming: Incoming, *, where: str = "template") -> str:
     """Render one answer template against a request; raises AnswerError naming the problem.
 
-    Output is streamed and counted, so a template cannot build more than MAX_RENDERED_CHARS.
+    Output is streamed and counted, so a template cannot write more than MAX_RENDERED_CHARS,
+    and what its operations build on the way is counted too (``_spend``).
     """
     if not _is_template(source):
         return source
+    built = _BUILT.set([0])
     try:
         template, names = _compiled(source)
         size = 0
@@ -1064,3 +1163,5 @@ def render_template(source: str, incoming: Incoming, *, where: str = "template")
         raise AnswerError(f"response template failed ({where}): {exc}") from None
     except RecursionError:
         raise AnswerError(f"response template failed ({where}): too deeply nested") from None
+    finally:
+        _BUILT.reset(built)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file
@@ -38,6 +39,7 @@ def _too_large(_exc: Exception) -> tuple[Response, int]:
 
 
 _INTERNAL_FIELDS = frozenset({"seq", "signing_rev"})
+_BAD_URL_CHARS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def public_request(item: dict[str, Any]) -> dict[str, Any]:
@@ -84,8 +86,16 @@ def public_attempt(attempt: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _request_json(*, force: bool = False) -> Any:
+    """The body parsed as JSON, or None when it is not JSON (nesting too deep included)."""
+    try:
+        return request.get_json(silent=True, force=force)
+    except RecursionError:  # json.loads of "[[[[..." is not a ValueError
+        return None
+
+
 def _json_body() -> dict[str, Any]:
-    data = request.get_json(silent=True)
+    data = _request_json()
     if not isinstance(data, dict):
         response = jsonify({"error": "expected a JSON object body"})
         response.status_code = 400
@@ -112,7 +122,7 @@ def create_bin() -> tuple[Response, int]:
     """Create a bin: named when the body says ``{"name": ...}``, else with a random id."""
     name = None
     if request.get_data():  # the body is optional: no body, a random id as always
-        data = request.get_json(silent=True, force=True)
+        data = _request_json(force=True)
         if not isinstance(data, dict):
             return _error(400, "expected a JSON object body (or no body)")
         name = data.get("name")
@@ -141,7 +151,13 @@ def patch_bin(bin_id: str) -> Response | tuple[Response, int]:
         url = data["forward_url"]
         if url is not None and not isinstance(url, str):
             return _error(400, "forward_url must be a string or null")
-        changes["forward_url"] = (url or "").strip() or None
+        url = (url or "").strip() or None
+        if url is not None and _BAD_URL_CHARS.search(url):
+            # Never a valid URL, and the database (or the bin's page) could not store or show it.
+            return _error(
+                400, "forward_url may not contain control characters or unpaired surrogates"
+            )
+        changes["forward_url"] = url
     if "auto_forward" in data:
         if not isinstance(data["auto_forward"], bool):
             return _error(400, "auto_forward must be true or false")
@@ -249,7 +265,7 @@ def list_attempts(request_id: str) -> Response:
 def replay_request(request_id: str) -> tuple[Response, int]:
     """Replay a request to ``url`` (default: the bin's forward URL)."""
     item = _request_or_404(request_id)
-    data = request.get_json(silent=True) or {}
+    data = _request_json() or {}
     if not isinstance(data, dict):
         return _error(400, "expected a JSON object body")
     url = data.get("url")

@@ -118,6 +118,8 @@ def read(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BinsFileError(path, f"is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per level of nested arrays and inline tables
+        raise BinsFileError(path, "is not valid TOML: nested too deeply") from None
     unknown = sorted(set(data) - {"bins"})
     if unknown:
         raise BinsFileError(
@@ -156,10 +158,18 @@ def _parse_bin(
             raise fail("forward_url must be a string")
         forward_url = forward_url.strip() or None
         if forward_url is not None:
-            parts = urlsplit(forward_url)
+            try:
+                parts = urlsplit(forward_url)
+                host = parts.hostname
+            except ValueError:  # e.g. "http://[::1" (an unclosed IPv6 bracket)
+                host = None
             # Checked here, unlike in the API, because a typo in a file is otherwise only
             # noticed as failed forwards; where the URL may point is still vetted per delivery.
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            if (
+                not host
+                or parts.scheme not in ("http", "https")
+                or re.search(r"[\x00-\x1f\x7f]", forward_url)
+            ):
                 raise fail("forward_url must be an http:// or https:// URL with a host")
     auto_forward = spec.get("auto_forward", False)
     if not isinstance(auto_forward, bool):

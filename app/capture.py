@@ -15,6 +15,8 @@ from functools import partial
 from http import HTTPStatus
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from app import answers, store, verdicts, wireheaders
 from app.deliveries import delivery_of
 from app.rulehits import BinGone, RuleHits
@@ -240,14 +242,19 @@ def make_capture_app(services: Services) -> WSGIApp:
             except BinGone:
                 services.bins.forget(bin_id)
                 return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
-            except Exception:  # noqa: BLE001 - nothing was stored or acknowledged: retry
-                log.exception("could not decide the answer (rule counter) for bin %s", bin_id)
+            except SQLAlchemyError:  # the rule counter: nothing was stored or acknowledged
+                log.exception("could not count a response rule hit for bin %s", bin_id)
                 return _answer(
                     start_response,
                     environ,
                     "503 Service Unavailable",
                     {"error": "could not store the request; retry"},
                     [("Retry-After", "1")],
+                )
+            except Exception:  # noqa: BLE001 - a bug in the rules must not cost the capture
+                log.exception("response rules failed for a request to bin %s", bin_id)
+                planned = answers.Planned(
+                    status=500, payload={"error": "the bin's response rules failed on this request"}
                 )
             capture_row.answer_status = planned.status
             capture_row.answer_rule = planned.rule

@@ -31,6 +31,10 @@ MAX_BODY_BYTES = 1 << 20
 MAX_HEX_BYTES = 16 * 1024
 #: Within a changed pair of lines, the changed characters are marked when both are this short.
 MAX_INTRALINE_CHARS = 500
+#: Character comparisons (``len(old) * len(new)`` per pair) spent marking changed characters in
+#: one diff; past it, changed lines are marked as a whole. Without it, a few thousand changed
+#: lines of 500 characters took half a minute.
+MAX_INTRALINE_WORK = 4_000_000
 #: Below this similarity (0..1) a changed pair of lines is marked as a whole.
 MIN_INTRALINE_RATIO = 0.5
 #: Equal lines shown around each change; longer equal runs are folded.
@@ -169,6 +173,7 @@ def diff_lines(
     over on either side is ``removed`` or ``added``.
     """
     rows: list[Row] = []
+    budget = MAX_INTRALINE_WORK
     matcher = difflib.SequenceMatcher(None, left, right)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
@@ -184,7 +189,13 @@ def diff_lines(
             continue
         paired = min(i2 - i1, j2 - j1) if tag == "replace" else 0
         for k in range(paired):
-            old, new = _pieces(left[i1 + k], right[j1 + k])
+            old_line, new_line = left[i1 + k], right[j1 + k]
+            if max(len(old_line), len(new_line)) <= MAX_INTRALINE_CHARS:  # else no work done
+                budget -= len(old_line) * len(new_line)
+            if budget >= 0:
+                old, new = _pieces(old_line, new_line)
+            else:
+                old, new = [(old_line, True)], [(new_line, True)]
             rows.append(Row("changed", Cell(i1 + k + 1, old), Cell(j1 + k + 1, new)))
         for i in range(i1 + paired, i2):
             rows.append(Row("removed", left=Cell(i + 1, [(left[i], True)])))

@@ -79,6 +79,8 @@ _VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _TARGET_BAD = re.compile(r"[\x00-\x20\x7f]")
 # A body the textarea would alter: C0 controls other than tab/LF/CR, DEL, C1 controls.
 _BODY_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Lone surrogates (JSON allows "\ud800") cannot be encoded: refused in every text field.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # Methods that carry a body: they always get a Content-Length, 0 included, or some servers
 # answer 411 Length Required.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -139,6 +141,11 @@ class Outgoing:
 # --- parsing what the user sent --------------------------------------------------------------
 
 
+def _no_surrogates(text: str, what: str) -> None:
+    if _SURROGATE.search(text):
+        raise EditError(f"{what} contains unpaired surrogates (\\ud800-\\udfff)")
+
+
 def _check_method(value: Any) -> str:
     if not isinstance(value, str):
         raise EditError("method must be a string")
@@ -167,6 +174,7 @@ def _check_path(value: Any) -> str:
         raise EditError("path may not contain ? or # (put the query in the query field)")
     if _TARGET_BAD.search(path):
         raise EditError("path may not contain spaces or control characters; percent-encode them")
+    _no_surrogates(path, "path")
     return path
 
 
@@ -181,6 +189,7 @@ def _check_query(value: Any) -> str:
         raise EditError("query may not contain # (a fragment is never sent)")
     if _TARGET_BAD.search(query):
         raise EditError("query may not contain spaces or control characters; percent-encode them")
+    _no_surrogates(query, "query")
     return query
 
 
@@ -197,6 +206,7 @@ def _check_header(name: Any, value: Any, where: str) -> tuple[str, str]:
         raise EditError(f"{where}: the value of {name} contains a line break (CR or LF)")
     if _VALUE_CONTROL.search(value):
         raise EditError(f"{where}: the value of {name} contains a control character")
+    _no_surrogates(value, f"{where}: the value of {name}")
     return name, value
 
 

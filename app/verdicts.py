@@ -8,6 +8,7 @@ next time it is read (``refresh``), so what a person sees always matches the cur
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,9 @@ def validate_signing(value: Any) -> dict[str, Any] | None:
     secrets = [s.strip() for s in secrets if s.strip()]
     if len(secrets) > 10 or any(len(s) > 1024 for s in secrets):
         raise ValueError("signing.secrets: at most 10 secrets of at most 1024 characters")
+    if any(re.search("[\ud800-\udfff]", s) for s in secrets):
+        # Lone surrogates (JSON allows "\ud800") are not text: no page could show the secret.
+        raise ValueError("signing.secrets may not contain unpaired surrogates (\\ud800-\\udfff)")
     return {"provider": provider, "secrets": secrets}
 
 

@@ -9,6 +9,7 @@ from werkzeug.wrappers import Response
 
 from app import answerform, names, store, verdicts
 from app.bodyview import build_view, hex_dump, human_size
+from app.capture import CAPTURE_PREFIX
 from app.forwardqueue import describe, retry_now, state_of
 from app.replay import TargetRefused, replay
 from app.services import current_services
@@ -38,6 +39,16 @@ def _responses_placeholder() -> dict[str, Any]:
 @bp.app_template_filter("size")
 def _size(n: int) -> str:
     return human_size(n)
+
+
+@bp.app_errorhandler(404)
+def _not_found(_exc: Exception) -> tuple[Response | str, int]:
+    # The API answers its own 404s in JSON; everything else is a person with a browser, often
+    # holding a bin address that was mistyped or whose bin was deleted.
+    if request.path.startswith("/api/") or request.path.startswith(CAPTURE_PREFIX):
+        return current_app.json.response({"error": "not found"}), 404
+    bin_id = (request.view_args or {}).get("bin_id")
+    return render_template("not_found.html", bin_id=bin_id), 404
 
 
 def _bin_or_404(bin_id: str) -> dict[str, Any]:
@@ -157,10 +168,24 @@ def _forward(state: dict[str, Any] | None) -> dict[str, Any] | None:
 
 @bp.get("/bins/<bin_id>/requests/<request_id>/forward")
 def forward_state(bin_id: str, request_id: str) -> str:
-    """The auto-forward state block of a request (htmx fragment, reloads while pending)."""
+    """The auto-forward state block of a request (htmx fragment, reloads while pending).
+
+    ``seen`` is how many attempts the page lists: when tries were made since, the attempts list
+    comes along (out-of-band), so the page never says "gave up after 6 tries" over three.
+    """
     item = _request_in_bin(bin_id, request_id)
-    forward = _forward(state_of(current_services().engine, item["seq"]))
-    return render_template("fragments/forward.html", item=item, forward=forward)
+    engine = current_services().engine
+    forward = _forward(state_of(engine, item["seq"]))
+    attempts = store.list_attempts(engine, item["seq"])
+    seen = request.args.get("seen", type=int)
+    changed = seen is not None and seen != len(attempts)
+    return render_template(
+        "fragments/forward.html",
+        item=item,
+        forward=forward,
+        attempts=attempts,
+        attempts_oob=changed,
+    )
 
 
 @bp.post("/bins/<bin_id>/requests/<request_id>/forward/retry")
@@ -170,7 +195,10 @@ def retry_forward(bin_id: str, request_id: str) -> str:
     services = current_services()
     forward = _forward(services.writes.run(retry_now, item["seq"]))
     services.delivery.wake()
-    return render_template("fragments/forward.html", item=item, forward=forward)
+    attempts = store.list_attempts(services.engine, item["seq"])
+    return render_template(
+        "fragments/forward.html", item=item, forward=forward, attempts=attempts, attempts_oob=True
+    )
 
 
 @bp.get("/bins/<bin_id>/requests/<request_id>")
@@ -188,7 +216,8 @@ def replay_request(bin_id: str, request_id: str) -> str | tuple[str, int]:
     item = _request_in_bin(bin_id, request_id)
     url = (request.form.get("url") or "").strip()
     services = current_services()
-    error = None
+    error: str | None = None
+    new_target: str | None = None
     if not url:
         error = "Give a target URL."
     else:
@@ -196,12 +225,19 @@ def replay_request(bin_id: str, request_id: str) -> str | tuple[str, int]:
             # The last target used becomes the bin's default, as users expect.
             store.update_bin(services.engine, bin_id, forward_url=url)
             services.bins.forget(bin_id)
+            new_target = url
         try:
             replay(services, item, url, request_host=request.host)
         except TargetRefused as exc:
             error = str(exc)
     attempts = store.list_attempts(services.engine, item["seq"])
-    html = render_template("fragments/attempts.html", attempts=attempts, error=error, item=item)
+    html = render_template(
+        "fragments/attempts.html",
+        attempts=attempts,
+        error=error,
+        item=item,
+        new_target=new_target if _is_htmx() else None,
+    )
     return (html, 422) if error and not _is_htmx() else html
 
 

@@ -46,7 +46,10 @@ def _resign_choice(bin_: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]
 
 @bp.get("/bins/<bin_id>/requests/<request_id>/edit")
 def edit_form(bin_id: str, request_id: str) -> str:
-    """The "Edit & replay" form of one request, prefilled with what a replay would send."""
+    """The "Edit & replay" form of one request, prefilled with what a replay would send.
+
+    The target is the one typed next to the Replay button (sent along as ``url``), if any.
+    """
     bin_ = _bin_or_404(bin_id)
     item = _request_in_bin(bin_id, request_id)
     services = current_services()
@@ -57,7 +60,9 @@ def edit_form(bin_id: str, request_id: str) -> str:
         item=item,
         headers_text=header_lines(headers),
         body=editable_body(store.get_body(services.engine, item["seq"])),
-        target=bin_["forward_url"] or "http://localhost:3000",
+        target=(request.args.get("url") or "").strip()
+        or bin_["forward_url"]
+        or "http://localhost:3000",
         resign=_resign_choice(bin_, item),
     )
 
@@ -71,6 +76,7 @@ def replay_edited(bin_id: str, request_id: str) -> str | tuple[str, int]:
     form: MultiDict[str, str] = request.form
     url = (form.get("url") or "").strip()
     error, status = None, 200
+    new_target: str | None = None
     try:
         if not url:
             raise EditError("Give a target URL.")
@@ -88,13 +94,20 @@ def replay_edited(bin_id: str, request_id: str) -> str | tuple[str, int]:
             # The last target used becomes the bin's default, as with the plain replay.
             store.update_bin(services.engine, bin_id, forward_url=url)
             services.bins.forget(bin_id)
+            new_target = url
         replay(services, item, url, request_host=request.host, outgoing=outgoing)
     except EditError as exc:
         error, status = str(exc), 400
     except TargetRefused as exc:
         error, status = str(exc), 422
     attempts = store.list_attempts(services.engine, item["seq"])
-    html = render_template("fragments/attempts.html", attempts=attempts, error=error, item=item)
+    html = render_template(
+        "fragments/attempts.html",
+        attempts=attempts,
+        error=error,
+        item=item,
+        new_target=new_target if _is_htmx() else None,
+    )
     # htmx only swaps 2xx answers in; the error is in the fragment either way.
     return (html, status) if error and not _is_htmx() else html
 
@@ -151,7 +164,8 @@ def diff_page(bin_id: str) -> str:
             _request_side(right_item, store.get_body(engine, right_item["seq"])),
         )
     elif attempt_arg:
-        if not attempt_arg.isdigit():
+        # ASCII digits only ("²".isdigit() is true), and few enough for a database integer.
+        if not (attempt_arg.isascii() and attempt_arg.isdigit() and len(attempt_arg) <= 18):
             abort(404)
         attempt = store.get_attempt(engine, left_item["seq"], int(attempt_arg))
         if attempt is None:

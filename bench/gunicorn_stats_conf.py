@@ -60,8 +60,9 @@ def _summary(values: list[float]) -> str:
     return f"n={len(ms)} total={sum(ms):.0f}ms max={ms[-1]:.1f}ms p50={ms[len(ms) // 2]:.1f}ms"
 
 
-def worker_exit(_server: Any, worker: Any) -> None:
-    """Print one BATCHSTATS line per worker."""
+def worker_exit(server: Any, worker: Any) -> None:  # noqa: F811 - wraps the stock hook
+    """Run the stock hook, then print one BATCHSTATS line per worker."""
+    lifecycle.worker_exit(server, worker)
     app = getattr(worker, "wsgi", None)
     services = getattr(app, "extensions", {}).get("hookbin") if app is not None else None
     batches = rows = -1

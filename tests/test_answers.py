@@ -470,6 +470,22 @@ def test_templates_cannot_build_huge_values(template: str, reason: str) -> None:
         render(template, body=b"x" * 200_000)
 
 
+@pytest.mark.parametrize(
+    "item",
+    ["[1] * 262144", "body * 2", "body[1:]", "body.lower()", "body.strip()", "body|lower"],
+)
+def test_values_held_side_by_side_count_against_one_budget(item: str) -> None:
+    # Each value alone is within the limits, but hundreds of them in one list held gigabytes at
+    # once ([1] * 262144 alone is 2 MB of pointers; body[1:] copies the sender's body).
+    template = "{{ [" + ", ".join([item] * 40) + "]|length }}"
+    validate_responses({"default": {"body": template}})
+    with pytest.raises(AnswerError, match="characters built in all"):
+        render(template, body=b"x" * 100_000)
+    # A few of them are fine, and slices still slice.
+    assert render("{{ [" + ", ".join([item] * 2) + "]|length }}", body=b"x" * 100_000) == "2"
+    assert render("{{ body[1:3] }}{{ body[::-1][:2] }}", body=b"abcd") == "bcdc"
+
+
 def test_rendered_header_values_stay_single_line() -> None:
     config = validate_responses({"default": {"headers": {"X-Echo": "{{ json.v }}"}}})
     planned = answers.plan(
@@ -480,6 +496,83 @@ def test_rendered_header_values_stay_single_line() -> None:
     assert planned.status == 500
     assert "header X-Echo" in planned.payload["error"]  # type: ignore[index]
     assert planned.headers == []
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{% if json.n is odd %}odd{% endif %}",
+        "{% if json.n is even %}even{% endif %}",
+        "{% if json.n is divisibleby 3 %}three{% endif %}",
+        "{% if 6 is divisibleby json.n %}three{% endif %}",
+    ],
+)
+def test_number_tests_never_format_the_senders_text(template: str) -> None:
+    # Jinja's own tests compute ``value % n``: on text that is printf formatting, so a sender
+    # writing "%999999999s" made every such test build a gigabyte.
+    assert render(template, body=b'{"n": 3}') in ("odd", "", "three")
+    with pytest.raises(AnswerError, match="expected a number, not a str value"):
+        render(template, body=b'{"n": "%d"}')
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ " + "(" * 300 + "1" + ")" * 300 + " }}",
+        "{{ " + "[" * 300 + "]" * 300 + " }}",
+        "{{ " + " + ".join(["1"] * 250) + " }}",
+        "{{ body" + "|lower" * 250 + " }}",
+        "{% if " + "not " * 2000 + "body %}x{% endif %}",
+    ],
+)
+def test_deeply_nested_templates_are_refused_with_a_message(template: str) -> None:
+    message = refused({"default": {"body": template}})
+    assert message == "default.body: template error: expressions are nested too deeply"
+
+
+def test_lone_surrogates_are_refused_in_settings() -> None:
+    message = refused({"default": {"body": "x\ud800 {{ body }}"}})
+    assert message == "default.body: may not contain unpaired surrogates (\\ud800-\\udfff)"
+    message = refused({"rules": [{"header": {"name": "X-A", "equals": "\udcff"}}]})
+    assert "unpaired surrogates" in message
+
+
+def test_lone_surrogates_from_the_sender_are_written_as_replacement_characters() -> None:
+    config = validate_responses({"default": {"body": "{{ json.a }} {{ json|tojson }}"}})
+    planned = answers.plan(
+        config,  # type: ignore[arg-type]
+        incoming(body=b'{"a": "x\\ud800y"}'),
+        count=lambda r: 1,
+    )
+    assert planned.status == 200
+    assert planned.body == 'x\ufffdy {"a": "x\ufffdy"}'.encode()
+
+
+def test_json_field_indexes_are_ascii_digits() -> None:
+    rules = validate_responses(
+        {
+            "rules": [
+                {"id": "sup", "json": {"field": "a.\u00b2", "present": True}},
+                {"id": "one", "json": {"field": "a.1", "equals": 2}},
+            ]
+        }
+    )["rules"]  # type: ignore[index]
+    # "\u00b2".isdigit() is true but int() refuses it: that used to crash every match.
+    assert answers.choose(rules, incoming(body=b'{"a": [1, 2, 3]}'))["id"] == "one"  # type: ignore[index]
+    assert answers.choose(rules, incoming(body=b'{"a": {"\xc2\xb2": 1}}'))["id"] == "sup"  # type: ignore[index]
+
+
+def test_settings_form_refuses_deeply_nested_rules_json() -> None:
+    from app import answerform
+
+    with pytest.raises(ValueError, match="rules are not valid JSON: nested too deeply"):
+        answerform.from_form({answerform.MARKER: "1", "resp_rules": "[" * 100_000})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_json_equals_must_be_a_finite_number(value: float) -> None:
+    message = refused({"rules": [{"json": {"field": "a", "equals": value}}]})
+    assert message == "rules[0].json.equals must be a string, number, true, false or null"
 
 
 # --- the rule counter on an SQLite file -----------------------------------------------------------
@@ -902,3 +995,66 @@ def test_every_answer_stays_inert(shared_server: Server) -> None:
     page = httpx.post(bin_["capture_url"] + "/page?x=1", content=b"<b>", timeout=10)
     assert page.headers["content-type"] == "text/html"
     assert page.text == "<script>alert(1)</script><b>"
+
+
+def test_hostile_json_never_costs_a_capture(shared_server: Server) -> None:
+    """Values a sender controls can fail a template (500), never the capture itself (503)."""
+    bin_ = shared_server.create_bin()
+    set_responses(
+        shared_server,
+        bin_["id"],
+        {
+            "default": {"body": "{{ json.a }}"},
+            "rules": [
+                {"id": "sup", "path": "/sup", "json": {"field": "a.\u00b2", "present": True}},
+                {
+                    "id": "odd",
+                    "path": "/odd",
+                    "answer": {"body": "{% if json.a is odd %}1{% endif %}"},
+                },
+            ],
+        },
+    )
+    url = bin_["capture_url"]
+    echo = httpx.post(url, content=b'{"a": "\\ud800"}', timeout=10)
+    assert echo.status_code == 200 and echo.content == "\ufffd".encode()
+    assert httpx.post(url + "/sup", content=b'{"a": [1]}', timeout=10).status_code == 200
+    odd = httpx.post(url + "/odd", content=b'{"a": "%99999999s"}', timeout=10)
+    assert odd.status_code == 500 and "expected a number" in odd.json()["error"]
+    assert [i["answer"]["status"] for i in stored_items(shared_server, bin_["id"])] == [
+        500,
+        200,
+        200,
+    ]
+
+
+def test_a_bug_in_the_rules_never_costs_the_capture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error while deciding the answer still stores the request (answered 500)."""
+    from app import answers, create_app
+    from app.config import Settings
+    from app.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'bug.sqlite3'}"
+    upgrade(url)
+    app = create_app(Settings(database_url=url))
+    try:
+        client = app.test_client()
+        bin_id = client.post("/api/bins").get_json()["id"]
+        responses = {"default": {"status": 201, "body": "created"}}
+        assert client.patch(f"/api/bins/{bin_id}", json={"responses": responses}).status_code == 200
+
+        def broken(*_args: object, **_kwargs: object) -> answers.Planned:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(answers, "plan", broken)
+        response = client.post(f"/h/{bin_id}/hook", data=b"keep me")
+        assert response.status_code == 500
+        request_id = response.get_json()["request_id"]
+        [item] = client.get(f"/api/bins/{bin_id}/requests").get_json()["items"]
+        assert item["id"] == request_id
+        assert item["answer"] == {"status": 500, "rule": None}
+        assert client.get(f"/api/requests/{request_id}/body").data == b"keep me"
+    finally:
+        app.extensions["hookbin"].close()

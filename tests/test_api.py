@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import httpx
 
@@ -95,3 +96,49 @@ def test_patch_bin_forward_settings(shared_server: Server) -> None:
 
 def test_healthz(shared_server: Server) -> None:
     assert httpx.get(f"{shared_server.url}/healthz").json() == {"ok": True}
+
+
+def test_bad_json_shapes_are_400_never_500(shared_server: Server) -> None:
+    bin_ = shared_server.create_bin()
+    rid = httpx.post(bin_["capture_url"], content=b"x").json()["request_id"]
+    api = f"{shared_server.url}/api"
+    deep = b"[" * 100_000 + b"]" * 100_000  # json.loads raises RecursionError, not ValueError
+    json_type = {"Content-Type": "application/json"}
+    for method, path in [
+        ("PATCH", f"/bins/{bin_['id']}"),
+        ("POST", "/bins"),
+        ("POST", f"/requests/{rid}/attempts"),
+    ]:
+        for body in (deep, b'{"responses": ' + deep + b"}"):
+            answer = httpx.request(method, api + path, content=body, headers=json_type)
+            assert answer.status_code == 400, (method, path, answer.text)
+            assert "expected a JSON object body" in answer.json()["error"]
+    # The replay body is optional: JSON it cannot read means "the bin's forward_url".
+    replay = httpx.post(f"{api}/requests/{rid}/replay", content=deep, headers=json_type)
+    assert replay.status_code == 400 and "give a target url" in replay.json()["error"]
+
+    for value in (None, [], [1], 1, "x", True, {"x": 1}):
+        for field in ("responses", "signing"):
+            answer = httpx.patch(f"{api}/bins/{bin_['id']}", json={field: value})
+            assert answer.status_code in (200, 400), (field, value, answer.text)
+
+
+def test_text_that_cannot_be_stored_or_shown_is_refused(shared_server: Server) -> None:
+    # "\ud800" is valid JSON but not UTF-8: stored, it made the bin's page (and, for a forward
+    # URL, the PATCH itself) fail with a 500.
+    bin_ = shared_server.create_bin()
+    url = f"{shared_server.url}/api/bins/{bin_['id']}"
+    json_type = {"Content-Type": "application/json"}
+    for changes, message in [
+        ({"forward_url": "http://localhost:3000/\ud800"}, "unpaired surrogates"),
+        ({"forward_url": "http://localhost:3000/\u0000"}, "control characters"),
+        ({"signing": {"provider": "stripe", "secrets": ["whsec_\ud800"]}}, "unpaired surrogates"),
+        ({"responses": {"default": {"body": "\udcff"}}}, "unpaired surrogates"),
+        ({"responses": {"rules": [{"header": {"name": "X", "equals": "\ud800"}}]}}, "surrogates"),
+    ]:
+        answer = httpx.patch(url, content=json.dumps(changes).encode(), headers=json_type)
+        assert answer.status_code == 400, answer.text
+        assert message in answer.json()["error"]
+    assert httpx.get(bin_["view_url"]).status_code == 200
+    kept = httpx.patch(url, json={"forward_url": " http://localhost:3000/x \n"})
+    assert kept.status_code == 200 and kept.json()["forward_url"] == "http://localhost:3000/x"

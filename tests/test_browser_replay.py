@@ -20,6 +20,9 @@ from tests.echo import EchoTarget
 from tests.test_browser import (
     CHROMIUM,
     JSON_EVENT,
+    PATH_PAYLOAD,
+    PAYLOADS,
+    QUERY_PAYLOAD,
     Page,
     capture,
     expect,
@@ -184,3 +187,68 @@ def test_resign_checkbox_signs_the_edited_request(
     [signature] = [v for n, v in received.headers if n.lower() == "stripe-signature"]
     event = stripe.Webhook.construct_event(received.body, signature, secret)
     assert event["livemode"] is True
+
+
+def test_edit_form_starts_from_the_typed_target(
+    page: Page, shared_server: Server, echo: EchoTarget
+) -> None:
+    """A developer types their dev server next to Replay, then opens Edit & replay: the form
+    sends there too, and the bin's forward target field shows the target used last."""
+    bin_ = shared_server.create_bin()
+    _open_bin(page, shared_server, bin_["id"])
+    request_id = capture(bin_["capture_url"] + "/hook", json=JSON_EVENT)
+    wait_for_row(page, request_id)
+    open_request(page, request_id)
+    page.fill("#replay-url", echo.url + "/typed")
+    page.click("#edit-replay-button")
+    expect(page.locator("#edit-url")).to_have_value(echo.url + "/typed")
+
+    page.click("#edit-send")
+    expect(page.locator("#attempts article.attempt .status")).to_have_text("201")
+    assert echo.wait_for(1)[0].path == "/typed/hook"
+    # Saving the settings afterwards must not put the previous target back.
+    expect(page.locator("#forward-url")).to_have_value(echo.url + "/typed")
+
+
+def test_hostile_request_in_the_edit_form_and_the_diff(
+    page: Page, shared_server: Server, echo: EchoTarget
+) -> None:
+    """What a stranger sent is prefilled into form fields and compared line by line: it is
+    shown as text there too, and nothing of it runs or becomes markup."""
+    page.add_init_script(
+        """window.__violations = [];
+        document.addEventListener("securitypolicyviolation",
+            e => window.__violations.push(e.violatedDirective + " " + e.blockedURI));"""
+    )
+    bin_ = shared_server.create_bin()
+    _open_bin(page, shared_server, bin_["id"])
+    test_browser._raw_capture(shared_server, bin_["id"])  # path, query, headers and body
+    other_id = capture(bin_["capture_url"] + "/other", content=b"plain")
+    wait_for_row(page, other_id)
+    [hostile_id] = [r for r in test_browser.row_ids(page) if r != other_id]
+
+    _open_edit_form(page, hostile_id)
+    assert json.loads(page.locator("#edit-body").input_value()) == {p: p for p in PAYLOADS}
+    expect(page.locator("#edit-path")).to_have_value(PATH_PAYLOAD)
+    expect(page.locator("#edit-query")).to_have_value(QUERY_PAYLOAD)
+    headers = page.locator("#edit-headers").input_value().splitlines()
+    for n, payload in enumerate(PAYLOADS):
+        assert f"X-Payload-{n}: {payload}" in headers
+    page.fill("#edit-url", echo.url)
+    page.click("#edit-send")
+    expect(page.locator("#attempts article.attempt .status")).to_have_text("201")
+
+    page.goto(f"{shared_server.url}/bins/{bin_['id']}/diff?a={hostile_id}&b={other_id}")
+    shown = page.locator("main").inner_text()
+    for text in (PATH_PAYLOAD, QUERY_PAYLOAD, *PAYLOADS):
+        assert text in shown, f"{text!r} is not shown as text on the diff page"
+    page.goto(f"{shared_server.url}/bins/{bin_['id']}/diff?a={other_id}")
+    expect(page.locator(f"a.pick-request[data-id='{hostile_id}']")).to_contain_text(PATH_PAYLOAD)
+
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    injected = page.locator(
+        "main script, main img, main svg, main iframe, main input, [onerror], [onload],"
+        " [onfocus], [autofocus], [hx-trigger], [hx-get], [hx-swap-oob]"
+    )
+    expect(injected).to_have_count(0)
+    assert page.evaluate("window.__violations") == []

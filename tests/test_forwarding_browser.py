@@ -84,5 +84,9 @@ def test_a_failed_forward_is_shown_and_retried_from_the_page(
     expect(state).to_have_attribute("data-state", "delivered", timeout=15_000)
     expect(state.locator(".forward-summary")).to_have_text("delivered on try 1")
     expect(page.locator("#forward-retry")).to_have_count(0)
+    # The tries listed under the request follow the block, without a reload.
+    tries = page.locator("#attempts article.attempt")
+    expect(tries).to_have_count(2)
+    expect(tries.first.locator(".status")).to_have_text("200")
     assert len(target.received) == 2
     assert page.evaluate("window.__pwned") is None

@@ -451,6 +451,18 @@ BROKEN_FILES = [
         "stripe-dev",
         "forward_url must be an http",
     ),
+    # urlsplit raises ValueError on an unclosed IPv6 bracket: this used to be a traceback.
+    ('[bins.stripe-dev]\nforward_url = "http://[::1:3000/"\n', "stripe-dev", "forward_url"),
+    ('[bins.stripe-dev]\nforward_url = "http://a/\\u0000"\n', "stripe-dev", "forward_url"),
+    (
+        '[bins.stripe-dev]\nresponses = { default = { body = "{{ '
+        + "(" * 300
+        + "1"
+        + ")" * 300
+        + ' }}" } }\n',
+        "stripe-dev",
+        "default.body: template error: expressions are nested too deeply",
+    ),
 ]
 
 
@@ -500,6 +512,8 @@ def test_a_broken_bins_file_keeps_the_server_from_starting(
         ("[bins.ok-name\n", "is not valid TOML: "),
         ('title = "x"\n', "unknown top-level key title"),
         ('bins = "x"\n', "bins must be a table"),
+        # tomllib recurses per level: RecursionError, not TOMLDecodeError.
+        ("x = " + "[" * 5000 + "]" * 5000 + "\n", "is not valid TOML: nested too deeply"),
     ],
 )
 def test_a_bins_file_that_is_not_a_bins_file_is_refused(
@@ -510,6 +524,7 @@ def test_a_bins_file_that_is_not_a_bins_file_is_refused(
     result = _serve({"HOOKBIN_BINS_FILE": str(bins_file)}, tmp_path)
     assert result.returncode == 1
     assert f"bins file {bins_file}: {problem}" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_missing_bins_file_is_refused(tmp_path: Path) -> None:
@@ -584,6 +599,20 @@ def test_env_secrets_are_read_and_never_echoed(tmp_path: Path) -> None:
     )
     with pytest.raises(BinsFileError, match='"env:not a name" does not name an environment'):
         binsfile.read(bins_file, names.FIXED_RESERVED, {})
+
+
+def test_an_env_secret_that_is_not_text_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    # os.environ hands undecodable bytes over as lone surrogates; stored, such a secret made the
+    # bin's page fail with a 500.
+    bins_file = tmp_path / "bins.toml"
+    bins_file.write_text(
+        '[bins.team-hooks]\nsigning = { provider = "github", secrets = ["env:GH_ONE"] }\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(BinsFileError) as caught:
+        binsfile.read(bins_file, names.FIXED_RESERVED, {"GH_ONE": "top-secret-\udcff"})
+    assert "unpaired surrogates" in str(caught.value)
+    assert "top-secret" not in str(caught.value)
 
 
 def test_responses_in_the_bins_file_are_checked_by_the_answers_module(tmp_path: Path) -> None:
@@ -777,3 +806,18 @@ def test_bins_file_on_postgres_with_several_workers(postgres_url: str, tmp_path:
         assert "Exception in worker process" not in srv.log()
     finally:
         srv.stop()
+
+
+def test_a_missing_bin_gets_a_page_that_says_so(flask_app: Flask) -> None:
+    client = flask_app.test_client()
+    response = client.get("/bins/stripe-dev")
+    assert response.status_code == 404
+    page = response.get_data(as_text=True)
+    assert "No bin called <code>stripe-dev</code>" in page
+    assert 'href="/"' in page  # a way on: create one
+    # The address is the visitor's own input: shown as text, never as markup.
+    hostile = client.get("/bins/%3Cimg%20src=x%20onerror=alert(1)%3E").get_data(as_text=True)
+    assert "<img" not in hostile and "&lt;img src=x onerror=alert(1)&gt;" in hostile
+    # Programs keep getting JSON.
+    assert client.get("/api/no-such-route").get_json() == {"error": "not found"}
+    assert client.get("/api/bins/nope").status_code == 404

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import json
+import random
 import re
 import secrets
 import time
@@ -238,6 +239,33 @@ def test_bad_edits_are_400_and_nothing_is_sent_or_stored(
     bin_ = shared_server.create_bin()
     rid = _capture(shared_server, bin_, "/x", content=b"{}")
     response = _replay(shared_server, rid, url=echo.url, **edit)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
+    assert _attempts(shared_server, rid) == []
+    assert echo.received == []
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"path": "/a\ud800"}, "path contains unpaired surrogates"),
+        ({"query": "a=\udcff"}, "query contains unpaired surrogates"),
+        ({"headers": [["X-A", "\ud800"]]}, "the value of X-A contains unpaired surrogates"),
+    ],
+)
+def test_lone_surrogates_in_an_edit_are_400_not_500(
+    shared_server: Server, echo, edit: dict, message: str
+) -> None:
+    # Valid JSON ("\ud800" escapes), but no text encoding can put it on the wire or in the
+    # database: it used to crash the request with a 500.
+    bin_ = shared_server.create_bin()
+    rid = _capture(shared_server, bin_, "/x", content=b"{}")
+    response = httpx.post(
+        f"{shared_server.url}/api/requests/{rid}/replay",
+        content=json.dumps({"url": echo.url, **edit}).encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=20,
+    )
     assert response.status_code == 400, response.text
     assert message in response.json()["error"]
     assert _attempts(shared_server, rid) == []
@@ -695,6 +723,21 @@ def test_long_equal_runs_are_folded_with_context() -> None:
     assert len(diff_lines(left, right, context=None)) == 100
 
 
+def test_marking_changed_characters_has_a_budget() -> None:
+    # Every line of two large bodies changed: comparing each pair character by character took
+    # half a minute for 1 MiB bodies. Past the budget, changed lines are marked whole.
+    rng = random.Random(7)
+    left = ["".join(rng.choice("ab") for _ in range(450)) for _ in range(200)]
+    right = [line[:-1] + "c" for line in left]
+    started = time.perf_counter()
+    rows = diff_lines(left, right)
+    assert time.perf_counter() - started < 10
+    assert [r.kind for r in rows] == ["changed"] * 200
+    first, last = rows[0], rows[-1]
+    assert len(first.left.pieces) > 1 and first.left.text == left[0]  # characters marked
+    assert last.left.pieces == [(left[-1], True)] and last.right.pieces == [(right[-1], True)]
+
+
 def test_small_binary_bodies_are_compared_as_hex() -> None:
     octet = (("Content-Type", "application/octet-stream"),)
     left = _side(bytes(range(64)), headers=octet)
@@ -813,6 +856,8 @@ def test_diff_with_an_edited_replay(shared_server: Server, echo) -> None:
 
     assert httpx.get(url, params={"a": other, "attempt": attempt["id"]}).status_code == 404
     assert httpx.get(url, params={"a": rid, "attempt": "x"}).status_code == 404
+    for odd in ("\u00b2", "9" * 30):  # isdigit() but not an int, or too big for the database
+        assert httpx.get(url, params={"a": rid, "attempt": odd}).status_code == 404
     assert httpx.get(url).status_code == 400
     assert (
         httpx.get(url, params={"a": rid, "b": other, "attempt": attempt["id"]}).status_code == 400
