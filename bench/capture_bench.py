@@ -783,7 +783,7 @@ def _send_paced(
             "achieved": res.rps,
             "sent": res.sent,
             "answered_200": res.ok,
-            "non_200": res.sent - res.ok if res.sent >= res.ok else 0,
+            "non_200": sum(n for code, n in res.statuses.items() if code != 200),
             "answer_p50_ms": res.p50_ms,
             "answer_p99_ms": res.p99_ms,
             "socket_errors": sum(res.socket_errors.values()),
