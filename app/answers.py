@@ -30,7 +30,7 @@ import random
 import re
 import secrets
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -569,47 +569,38 @@ def path_matches(pattern: str, path: str) -> bool:
     level keeps this linear-ish whatever the pattern (a regular expression could be made to
     backtrack for minutes).
     """
-    return _match_sequence(_compile_glob(pattern), tuple(path.split("/")))
-
-
-def _match_sequence(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
-    p = i = 0
-    star, mark = -1, 0
-    while i < len(parts):
-        if p < len(pattern) and pattern[p] == "**":
-            star, mark = p, i
-            p += 1
-        elif p < len(pattern) and _match_segment(pattern[p], parts[i]):
-            p += 1
-            i += 1
-        elif star != -1:
-            p = star + 1
-            mark += 1
-            i = mark
-        else:
-            return False
-    while p < len(pattern) and pattern[p] == "**":
-        p += 1
-    return p == len(pattern)
+    return _wildcard_match(_compile_glob(pattern), tuple(path.split("/")), "**", _match_segment)
 
 
 def _match_segment(pattern: str, text: str) -> bool:
+    return _wildcard_match(pattern, text, "*", lambda p, c: p == "?" or p == c)
+
+
+def _wildcard_match(
+    pattern: Sequence[Any], items: Sequence[Any], star: Any, one: Callable[[Any, Any], bool]
+) -> bool:
+    """Match ``items`` against ``pattern``, where ``star`` stands for any run of items (none
+    included) and ``one(p, item)`` says whether pattern element ``p`` matches a single item.
+
+    The classic greedy wildcard walk: it remembers only the last star and retries from there,
+    so it never backtracks further (a regular expression could, for minutes).
+    """
     p = i = 0
-    star, mark = -1, 0
-    while i < len(text):
-        if p < len(pattern) and pattern[p] == "*":
-            star, mark = p, i
+    last_star, mark = -1, 0
+    while i < len(items):
+        if p < len(pattern) and pattern[p] == star:
+            last_star, mark = p, i
             p += 1
-        elif p < len(pattern) and (pattern[p] == "?" or pattern[p] == text[i]):
+        elif p < len(pattern) and one(pattern[p], items[i]):
             p += 1
             i += 1
-        elif star != -1:
-            p = star + 1
+        elif last_star != -1:
+            p = last_star + 1
             mark += 1
             i = mark
         else:
             return False
-    while p < len(pattern) and pattern[p] == "*":
+    while p < len(pattern) and pattern[p] == star:
         p += 1
     return p == len(pattern)
 

@@ -62,6 +62,17 @@ def _answer(
     return [] if environ["REQUEST_METHOD"] == "HEAD" else [body]
 
 
+def _retry_later(start_response: StartResponse, environ: dict[str, Any]) -> list[bytes]:
+    """Nothing was stored: say so, and ask the sender to try again (senders do, on a 503)."""
+    return _answer(
+        start_response,
+        environ,
+        "503 Service Unavailable",
+        {"error": "could not store the request; retry"},
+        [("Retry-After", "1")],
+    )
+
+
 def _status_line(status: int) -> str:
     try:
         return f"{status} {HTTPStatus(status).phrase}"
@@ -244,13 +255,7 @@ def make_capture_app(services: Services) -> WSGIApp:
                 return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
             except SQLAlchemyError:  # the rule counter: nothing was stored or acknowledged
                 log.exception("could not count a response rule hit for bin %s", bin_id)
-                return _answer(
-                    start_response,
-                    environ,
-                    "503 Service Unavailable",
-                    {"error": "could not store the request; retry"},
-                    [("Retry-After", "1")],
-                )
+                return _retry_later(start_response, environ)
             except Exception:  # noqa: BLE001 - a bug in the rules must not cost the capture
                 log.exception("response rules failed for a request to bin %s", bin_id)
                 planned = answers.Planned(
@@ -263,13 +268,7 @@ def make_capture_app(services: Services) -> WSGIApp:
             stored = services.batcher.submit(capture_row)
         except Exception:  # noqa: BLE001 - tell the sender to retry; nothing was acknowledged
             log.exception("could not store a capture for bin %s", bin_id)
-            return _answer(
-                start_response,
-                environ,
-                "503 Service Unavailable",
-                {"error": "could not store the request; retry"},
-                [("Retry-After", "1")],
-            )
+            return _retry_later(start_response, environ)
         if stored is None:
             services.bins.forget(bin_id)
             return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
