@@ -126,8 +126,8 @@ FORBIDDEN_HEADERS: dict[str, str] = {
     ),
 }
 
-#: HTTP forbids a body in these answers.
-NO_BODY_STATUSES = frozenset({204, 304})
+#: HTTP forbids a body in these answers (RFC 9110 15.3.5, 15.3.6, 15.4.5).
+NO_BODY_STATUSES = frozenset({204, 205, 304})
 
 
 class AnswerError(Exception):

@@ -106,6 +106,9 @@ def _answer_planned(
         if planned.content_type:
             headers.append(("Content-Type", planned.content_type))
         headers.append(("Content-Length", str(len(body))))
+    elif planned.status == 205:
+        # Unlike 204 and 304, a 205 is framed like any answer: it must say its body is empty.
+        headers.append(("Content-Length", "0"))
     start_response(status, [*headers, *extra, *_COMMON_HEADERS])
     return [] if environ["REQUEST_METHOD"] == "HEAD" or not body else [body]
 

@@ -356,8 +356,10 @@ def test_template_errors_plan_a_500_naming_the_problem() -> None:
     assert "rule slack, body" in message and "has no attribute 'challenge'" in message
 
 
-@pytest.mark.parametrize("answer", [{"status": 204, "body": "ignored"}, {"status": 304}])
-def test_no_body_for_204_and_304(answer: dict) -> None:
+@pytest.mark.parametrize(
+    "answer", [{"status": 204, "body": "ignored"}, {"status": 205, "body": "x"}, {"status": 304}]
+)
+def test_no_body_for_204_205_and_304(answer: dict) -> None:
     config = validate_responses({"default": answer})
     planned = answers.plan(config, incoming(), count=lambda r: 1)  # type: ignore[arg-type]
     assert planned.status == answer["status"]
@@ -738,6 +740,7 @@ def test_rule_order_and_conditions(shared_server: Server) -> None:
                     "header": {"name": "X-GitHub-Event", "equals": "push"},
                     "answer": {"status": 201, "body": "push {{ headers['x-github-delivery'] }}"},
                 },
+                {"id": "reset", "path": "/form/reset", "answer": {"status": 205, "body": "x"}},
                 {"id": "github", "path": "/github/*", "answer": {"status": 204}},
             ],
         },
@@ -756,6 +759,9 @@ def test_rule_order_and_conditions(shared_server: Server) -> None:
     ping = httpx.post(url + "/github/hook", headers={"X-GitHub-Event": "ping"})
     assert ping.status_code == 204 and ping.content == b""
     assert "content-length" not in ping.headers
+    reset = httpx.post(url + "/form/reset")
+    assert reset.status_code == 205 and reset.content == b""
+    assert reset.headers["content-length"] == "0"
 
     answered = [(i["path"], i["answer"]) for i in reversed(stored_items(shared_server, bin_["id"]))]
     assert answered == [
@@ -763,6 +769,7 @@ def test_rule_order_and_conditions(shared_server: Server) -> None:
         ("/slack/events", {"status": 200, "rule": None}),
         ("/github/hook", {"status": 201, "rule": "push"}),
         ("/github/hook", {"status": 204, "rule": "github"}),
+        ("/form/reset", {"status": 205, "rule": "reset"}),
     ]
 
 
