@@ -221,16 +221,34 @@ def replay_request(bin_id: str, request_id: str) -> str | tuple[str, int]:
     if not url:
         error = "Give a target URL."
     else:
-        if url != bin_["forward_url"]:
-            # The last target used becomes the bin's default, as users expect.
-            store.update_bin(services.engine, bin_id, forward_url=url)
-            services.bins.forget(bin_id)
-            new_target = url
+        new_target = remember_target(bin_, url)
         try:
             replay(services, item, url, request_host=request.host)
         except TargetRefused as exc:
             error = str(exc)
-    attempts = store.list_attempts(services.engine, item["seq"])
+    return attempts_fragment(item, error, 422, new_target)
+
+
+def remember_target(bin_: dict[str, Any], url: str) -> str | None:
+    """Make ``url`` the bin's default target (users expect the last one used); the new target,
+    or None when it was the default already."""
+    if url == bin_["forward_url"]:
+        return None
+    services = current_services()
+    store.update_bin(services.engine, bin_["id"], forward_url=url)
+    services.bins.forget(bin_["id"])
+    return url
+
+
+def attempts_fragment(
+    item: dict[str, Any], error: str | None, status: int, new_target: str | None
+) -> str | tuple[str, int]:
+    """The refreshed attempts list after a replay from the page.
+
+    htmx only swaps 2xx answers in, so for htmx the error travels inside a 200 fragment; other
+    clients get ``status``.
+    """
+    attempts = store.list_attempts(current_services().engine, item["seq"])
     html = render_template(
         "fragments/attempts.html",
         attempts=attempts,
@@ -238,7 +256,7 @@ def replay_request(bin_id: str, request_id: str) -> str | tuple[str, int]:
         item=item,
         new_target=new_target if _is_htmx() else None,
     )
-    return (html, 422) if error and not _is_htmx() else html
+    return (html, status) if error and not _is_htmx() else html
 
 
 @bp.post("/bins/<bin_id>/requests/<request_id>/delete")

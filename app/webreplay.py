@@ -28,7 +28,7 @@ from app.replayedit import (
     resign_plan,
 )
 from app.services import current_services
-from app.web import _bin_or_404, _is_htmx, _request_in_bin
+from app.web import _bin_or_404, _request_in_bin, attempts_fragment, remember_target
 
 bp = Blueprint("webreplay", __name__)
 
@@ -90,26 +90,13 @@ def replay_edited(bin_id: str, request_id: str) -> str | tuple[str, int]:
             url=url,
             now=time.time(),
         )
-        if url != bin_["forward_url"]:
-            # The last target used becomes the bin's default, as with the plain replay.
-            store.update_bin(services.engine, bin_id, forward_url=url)
-            services.bins.forget(bin_id)
-            new_target = url
+        new_target = remember_target(bin_, url)
         replay(services, item, url, request_host=request.host, outgoing=outgoing)
     except EditError as exc:
         error, status = str(exc), 400
     except TargetRefused as exc:
         error, status = str(exc), 422
-    attempts = store.list_attempts(services.engine, item["seq"])
-    html = render_template(
-        "fragments/attempts.html",
-        attempts=attempts,
-        error=error,
-        item=item,
-        new_target=new_target if _is_htmx() else None,
-    )
-    # htmx only swaps 2xx answers in; the error is in the fragment either way.
-    return (html, status) if error and not _is_htmx() else html
+    return attempts_fragment(item, error, status, new_target)
 
 
 def _request_side(item: dict[str, Any], body: bytes, *, as_replayed: bool = False) -> Side:
