@@ -41,8 +41,15 @@ def iso(value: datetime) -> str:
 
 
 def new_bin_id() -> str:
-    """A bin id: 128 random bits, URL-safe, 22 characters."""
-    return secrets.token_urlsafe(16)
+    """A bin id: 128 random bits, URL-safe, 22 characters, never starting with ``-``.
+
+    An id that starts with a dash reads as an option on a command line (``hookbin listen -rX..``
+    fails with "No such option"), so such draws are simply drawn again.
+    """
+    while True:
+        bin_id = secrets.token_urlsafe(16)
+        if not bin_id.startswith("-"):
+            return bin_id
 
 
 def request_public_id(seq: int) -> str:
