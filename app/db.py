@@ -187,12 +187,13 @@ def make_engine(
     sqlite_synchronous: str = "FULL",
     sqlite_busy_timeout_ms: int = 5000,
     single_connection: bool = False,
+    sqlite_autocheckpoint: int | None = None,
 ) -> Engine:
     """Create the engine for ``url``; SQLite files get WAL, foreign keys and explicit locking.
 
     ``single_connection`` builds an engine that owns exactly one connection, for a writer that is
     used by one caller at a time (possibly a native thread, where a pool's gevent locks must not
-    be taken).
+    be taken). ``sqlite_autocheckpoint`` sets SQLite's ``wal_autocheckpoint`` (pages) when given.
     """
     if not url.startswith("sqlite"):
         return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -223,6 +224,8 @@ def make_engine(
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={int(sqlite_busy_timeout_ms)}")
+        if sqlite_autocheckpoint is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={int(sqlite_autocheckpoint)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -72,7 +72,9 @@ class DeliveryLoop:
         """Start the loop in this process (again after a fork); cheap when it runs already."""
         if self._stopping:
             return
-        if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():
+        # No Thread.is_alive() on this path: the capture path calls it for every request, and
+        # under gevent it costs a pure-Python lock. ``_run`` only returns once stopping.
+        if self._pid == os.getpid() and self._thread is not None:
             return
         with self._lock:
             if self._pid == os.getpid() and self._thread is not None and self._thread.is_alive():

@@ -10,8 +10,8 @@ and duplicate-free cursor, also across reconnects.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -49,32 +49,44 @@ class Viewer:
         #: Its queue was full: the hub skips it until it asks for more.
         self.lagging = False
         self._refill = refill
-        self._queue: queue.Queue[Item] = queue.Queue()
+        # A deque and an event, not queue.Queue: under gevent's monkey-patching a Queue is a
+        # pure-Python Condition, and hundreds of idle viewers waking up every second to check
+        # their socket showed up in every other viewer's latency.
+        self._items: deque[Item] = deque()
+        self._ready = threading.Event()
 
     def offer(self, rows: list[Item]) -> None:
         """Queue the rows this viewer has not seen, as many as fit (hub dispatcher only)."""
         if self.last is None or self.closed or self.lagging:
             return
+        items = self._items
+        queued = False
         for row in rows:
             if row["seq"] <= self.last:
                 continue
-            if self._queue.qsize() >= self.max_backlog:
+            if len(items) >= self.max_backlog:
                 self.lagging = True
-                return
-            self._queue.put(row)
+                break
+            items.append(row)
             self.last = row["seq"]
+            queued = True
+        if queued:
+            self._ready.set()
 
     def queued(self) -> int:
         """How many items wait to be sent."""
-        return self._queue.qsize()
+        return len(self._items)
 
     def get(self, timeout: float) -> Item | None:
-        """The next item, or None on timeout."""
-        try:
-            item = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            item = None
-        if self.lagging and self._queue.qsize() <= self.max_backlog // 2:
+        """The next item, or None on timeout (one reader per viewer)."""
+        items = self._items
+        if not items:
+            self._ready.clear()
+            # Checked again after clearing: an item offered in between has set the event anew.
+            if not items:
+                self._ready.wait(timeout)
+        item = items.popleft() if items else None
+        if self.lagging and len(items) <= self.max_backlog // 2:
             # Half drained (or idle, which also covers a refill lost to a race): read on from
             # the database where this viewer's queue ends.
             self.lagging = False
@@ -106,7 +118,10 @@ class Hub:
         self._polled: int | None = None
         self._viewers: dict[str, set[Viewer]] = {}
         self._dirty: set[str] = set()
-        self._cond = threading.Condition()
+        # A lock and an event rather than a Condition, which is pure Python under gevent: every
+        # commit of every process wakes the hub.
+        self._lock = threading.Lock()
+        self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- subscriptions ----------------------------------------------------------------------------
@@ -114,13 +129,13 @@ class Hub:
     def subscribe(self, bin_id: str, after_seq: int | None) -> Viewer:
         """Watch ``bin_id``: from ``after_seq`` when given, otherwise from now on."""
         viewer = Viewer(bin_id, self._max_backlog, refill=self.wake)
-        with self._cond:
+        with self._lock:
             self._ensure_dispatcher()
             self._viewers.setdefault(bin_id, set()).add(viewer)
         # Registered before the starting point is read, so a request committed in between is
         # picked up by the wake-up below rather than lost.
         start = after_seq if after_seq is not None else self._last_seq(bin_id)
-        with self._cond:
+        with self._lock:
             viewer.last = start
         self.wake(bin_id)
         return viewer
@@ -128,7 +143,7 @@ class Hub:
     def unsubscribe(self, viewer: Viewer) -> None:
         """Stop feeding ``viewer``."""
         viewer.closed = True
-        with self._cond:
+        with self._lock:
             group = self._viewers.get(viewer.bin_id)
             if group is not None:
                 group.discard(viewer)
@@ -137,21 +152,21 @@ class Hub:
 
     def viewer_count(self) -> int:
         """How many viewers this process feeds."""
-        with self._cond:
+        with self._lock:
             return sum(len(v) for v in self._viewers.values())
 
     # -- wake-ups ---------------------------------------------------------------------------------
 
     def wake(self, bin_id: str | None) -> None:
         """Something new may be in ``bin_id`` (None: in any bin)."""
-        with self._cond:
+        with self._lock:
             if bin_id is None:
                 self._dirty.update(self._viewers)
             elif bin_id in self._viewers:
                 self._dirty.add(bin_id)
             else:
                 return
-            self._cond.notify()
+        self._wakeup.set()
 
     def _ensure_dispatcher(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -164,15 +179,15 @@ class Hub:
         except Exception:  # noqa: BLE001 - the first poll tries again
             log.exception("live hub could not read the newest sequence")
         while True:
-            with self._cond:
-                if not self._dirty:
-                    self._cond.wait(timeout=self._poll)
-                quiet = not self._dirty
-            if quiet:
-                # Quiet for a whole poll period: catch anything a lost notification hid.
-                self._safety_poll()
-            with self._cond:
+            # Cleared before the dirty set is taken: a wake-up after this point sets it again.
+            self._wakeup.clear()
+            with self._lock:
                 dirty, self._dirty = self._dirty, set()
+            if not dirty:
+                if not self._wakeup.wait(self._poll):
+                    # Quiet for a whole poll period: catch anything a lost notification hid.
+                    self._safety_poll()
+                continue
             for bin_id in dirty:
                 try:
                     self._deliver(bin_id)
@@ -193,11 +208,11 @@ class Hub:
             # Sequences become visible in order, so nothing at or below the highest one seen can
             # still appear later.
             self._polled = max(self._polled, *changed.values())
-            with self._cond:
+            with self._lock:
                 self._dirty.update(b for b in changed if b in self._viewers)
 
     def _deliver(self, bin_id: str) -> None:
-        with self._cond:
+        with self._lock:
             viewers = [
                 v for v in self._viewers.get(bin_id, ()) if v.last is not None and not v.lagging
             ]

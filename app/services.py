@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from app import lifecycle, store, verdicts
 from app.bincache import BinCache
+from app.blocking import run_blocking
 from app.config import Settings
 from app.db import make_engine, sqlite_file
 from app.dbwrites import SerialWrites
@@ -26,6 +27,7 @@ from app.forwardloop import DeliveryLoop
 from app.live import Hub
 from app.outbound.policy import TargetPolicy
 from app.pubsub import Notifier, make_notifier
+from app.walsync import Checkpointer, WalFile
 from app.writelock import FileWriteLock, writer_lock_path
 from app.writer import CommitBatcher
 
@@ -42,6 +44,8 @@ class Services:
     bins: BinCache
     #: Short write transactions off the event loop (attempts, the forward queue).
     writes: SerialWrites
+    #: SQLite only: the capture writer's own single-connection engine.
+    writer_engine: Engine | None = None
     #: This process's auto-forward delivery loop.
     delivery: DeliveryLoop = field(init=False)
     _started_pid: int = 0
@@ -111,7 +115,13 @@ class Services:
         self.delivery.stop()
         self.notifier.close()
         self.writes.close()
+        if self.writer_engine is not None:
+            self.writer_engine.dispose()
         self.engine.dispose()
+
+
+# The capture writer's own automatic checkpoint, when ``app.walsync`` checkpoints instead.
+WRITER_AUTOCHECKPOINT_PAGES = 20_000
 
 
 def build_services(settings: Settings) -> Services:
@@ -132,40 +142,57 @@ def build_services(settings: Settings) -> Services:
     )
 
     db_file = sqlite_file(settings.database_url)
+    sync = None
+    writer_engine = None
     if db_file is not None:
         # SQLite: the commit runs on the event loop with the writer's own connection, one writer
         # per file at a time. A commit of a batch takes well under a millisecond; on a native
         # thread it cost several times that, because every call into SQLite hands the GIL back
         # and must win it again from the busy loop (BENCHMARKS.md). Only the wait for another
-        # process's commit leaves the loop (``FileWriteLock.cooperatively``).
+        # process's commit (``FileWriteLock.cooperatively``) and, for FULL, the checkpoints
+        # (``app.walsync``) leave the loop.
+        synchronous = settings.sqlite_synchronous.upper()
+        flush_after_commit = synchronous == "FULL"
+        checkpointer = Checkpointer(db_file, run_blocking) if flush_after_commit else None
         writer_engine = make_engine(
             settings.database_url,
-            sqlite_synchronous=settings.sqlite_synchronous,
+            sqlite_synchronous="NORMAL" if flush_after_commit else synchronous,
             sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
             single_connection=True,
+            # A backstop only: the checkpointer keeps the log far shorter than this.
+            sqlite_autocheckpoint=WRITER_AUTOCHECKPOINT_PAGES if flush_after_commit else None,
         )
         write_lock = FileWriteLock(writer_lock_path(db_file))
 
         def insert(batch: Sequence[store.Capture]) -> list[store.Stored | None]:
-            return store.insert_captures(
+            results = store.insert_captures(
                 writer_engine, batch, write_lock=write_lock.cooperatively()
             )
+            if checkpointer is not None:
+                checkpointer.committed()
+            return results
+
+        if flush_after_commit:
+            # After the commit, outside the write lock, on the loop: a hand-over to a native
+            # thread made the acknowledgement wait for the GIL (0.67x the bare route against
+            # 0.81x, BENCHMARKS.md), while the flush itself takes about 0.1 ms.
+            sync = WalFile(db_file).sync
 
     else:
         # PostgreSQL: psycopg waits cooperatively under gevent, so the commit may stay on the loop.
         def insert(batch: Sequence[store.Capture]) -> list[store.Stored | None]:
             return store.insert_captures(engine, batch, notify_sql=notifier.notify_sql)
 
-    def commit(batch: Sequence[store.Capture]) -> list[store.Stored | None]:
-        results = insert(batch)
+    def published(batch: Sequence[store.Capture], results: list[store.Stored | None]) -> None:
         touched = sorted({c.bin_id for c, r in zip(batch, results, strict=True) if r is not None})
         for bin_id in touched:
             hub.wake(bin_id)
         notifier.published(touched)
-        return results
 
     batcher: CommitBatcher[store.Capture, store.Stored | None] = CommitBatcher(
-        commit,
+        insert,
+        sync=sync,
+        published=published,
         batch_max=settings.commit_batch_max,
         linger_seconds=settings.commit_linger_ms / 1000.0,
     )
@@ -177,6 +204,7 @@ def build_services(settings: Settings) -> Services:
         batcher=batcher,
         bins=BinCache(lambda b: store.get_bin(engine, b)),
         writes=SerialWrites(settings, engine),
+        writer_engine=writer_engine,
     )
     # Under gunicorn, deliveries left pending (by a restart, by other processes) must resume
     # without waiting for a first request to this worker.

@@ -5,12 +5,17 @@ from __future__ import annotations
 import signal
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
+from app import store
+from app.config import Settings
+from app.migrate import upgrade
+from app.services import build_services
 from app.writer import CommitBatcher
 from tests.conftest import start_server
 
@@ -120,3 +125,141 @@ def test_store_failure_answers_503_and_acknowledges_nothing(
         assert len(items) == 1
     finally:
         srv.stop()
+
+
+# --- the flush after the commit (HOOKBIN_SQLITE_SYNCHRONOUS=FULL, see app.walsync) ---------------
+
+
+def test_a_capture_is_acknowledged_only_after_the_flush_that_follows_its_commit() -> None:
+    flushing = threading.Event()
+    flushed = threading.Event()
+    published: list[list[int]] = []
+
+    def sync() -> None:
+        flushing.set()
+        assert flushed.wait(5)
+
+    batcher: CommitBatcher[int, int] = CommitBatcher(
+        lambda rows: list(rows), sync=sync, published=lambda rows, _: published.append(list(rows))
+    )
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(batcher.submit, 7)
+        assert flushing.wait(5)
+        threading.Event().wait(0.2)
+        # Committed, not yet on disk: neither the sender nor live viewers may hear of it.
+        assert not future.done()
+        assert published == []
+        flushed.set()
+        assert future.result(5) == 7
+    assert published == [[7]]
+
+
+def test_a_failed_flush_acknowledges_nothing_and_the_next_one_works() -> None:
+    calls = {"n": 0}
+    published: list[list[str]] = []
+
+    def sync() -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("I/O error")
+
+    batcher: CommitBatcher[str, str] = CommitBatcher(
+        lambda rows: list(rows), sync=sync, published=lambda rows, _: published.append(list(rows))
+    )
+    with pytest.raises(OSError, match="I/O error"):
+        batcher.submit("a")
+    assert published == []
+    assert batcher.submit("b") == "b"
+    assert published == [["b"]]
+
+
+def test_one_flush_covers_every_batch_committed_while_the_previous_flush_ran() -> None:
+    gate = threading.Event()
+    flushes: list[int] = []
+
+    def sync() -> None:
+        flushes.append(len(flushes))
+        if len(flushes) == 1:
+            assert gate.wait(5)  # a slow disk: commits go on meanwhile
+
+    commits: list[list[int]] = []
+
+    def commit(rows):
+        commits.append(list(rows))
+        return [r * 2 for r in rows]
+
+    batcher: CommitBatcher[int, int] = CommitBatcher(commit, sync=sync, batch_max=1)
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        first = pool.submit(batcher.submit, 0)
+        while not flushes:
+            threading.Event().wait(0.01)
+        rest = [pool.submit(batcher.submit, i) for i in range(1, 20)]
+        while len(commits) < 20:
+            threading.Event().wait(0.01)
+        gate.set()
+        assert first.result(5) == 0
+        assert [f.result(5) for f in rest] == [i * 2 for i in range(1, 20)]
+    assert len(commits) == 20  # batch_max=1: one commit each
+    assert len(flushes) == 2, "the 19 commits made during the first flush share the second"
+
+
+def _capture(bin_id: str, body: bytes) -> store.Capture:
+    return store.Capture(
+        bin_id=bin_id,
+        method="POST",
+        path="/",
+        query_string="",
+        headers=[("Content-Type", "application/octet-stream")],
+        header_source="wire",
+        content_type="application/octet-stream",
+        body=body,
+        remote_addr="127.0.0.1",
+        received_at=store.utcnow(),
+    )
+
+
+@pytest.mark.parametrize(("synchronous", "flushes"), [("FULL", True), ("NORMAL", False)])
+def test_full_flushes_the_log_after_each_commit_normal_leaves_it_to_sqlite(
+    tmp_path: Path, synchronous: str, flushes: bool
+) -> None:
+    url = f"sqlite:///{tmp_path / 'flush.sqlite3'}"
+    upgrade(url)
+    services = build_services(Settings(database_url=url, sqlite_synchronous=synchronous))
+    try:
+        bin_id = store.create_bin(services.engine)["id"]
+        stored = services.batcher.submit(_capture(bin_id, b"payload"))
+        assert stored is not None
+        assert store.get_body(services.engine, stored.seq) == b"payload"
+        assert services.batcher.syncs == (1 if flushes else 0)
+        # The capture writer's own connection never waits for the disk inside COMMIT under FULL:
+        # the flush after it does.
+        assert services.writer_engine is not None
+        raw = services.writer_engine.raw_connection()
+        try:
+            mode = raw.cursor().execute("PRAGMA synchronous").fetchone()[0]
+        finally:
+            raw.close()
+        assert mode == 1  # NORMAL, in both cases
+    finally:
+        services.close()
+
+
+def test_the_checkpointer_copies_the_log_into_the_database_file(tmp_path: Path) -> None:
+    db = tmp_path / "ckpt.sqlite3"
+    url = f"sqlite:///{db}"
+    upgrade(url)
+    services = build_services(Settings(database_url=url))  # FULL: checkpoints off the loop
+    try:
+        bin_id = store.create_bin(services.engine)["id"]
+        before = db.stat().st_size
+        body = bytes(range(256)) * 16  # 4 KiB
+        for _ in range(500):
+            assert services.batcher.submit(_capture(bin_id, body)) is not None
+        # The writer's own automatic checkpoint is thousands of pages away; only the
+        # checkpointer (a quarter of a second after commits) moves 2 MB into the file.
+        deadline = time.monotonic() + 10
+        while db.stat().st_size < before + 500 * len(body) and time.monotonic() < deadline:
+            threading.Event().wait(0.05)
+        assert db.stat().st_size >= before + 500 * len(body)
+    finally:
+        services.close()
