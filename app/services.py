@@ -46,6 +46,8 @@ class Services:
     writes: SerialWrites
     #: SQLite only: the capture writer's own single-connection engine.
     writer_engine: Engine | None = None
+    #: SQLite with FULL: the background checkpoints of the capture writer's log.
+    checkpointer: Checkpointer | None = None
     #: This process's auto-forward delivery loop.
     delivery: DeliveryLoop = field(init=False)
     _started_pid: int = 0
@@ -115,6 +117,8 @@ class Services:
         self.delivery.stop()
         self.notifier.close()
         self.writes.close()
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         if self.writer_engine is not None:
             self.writer_engine.dispose()
         self.engine.dispose()
@@ -144,6 +148,7 @@ def build_services(settings: Settings) -> Services:
     db_file = sqlite_file(settings.database_url)
     sync = None
     writer_engine = None
+    checkpointer = None
     if db_file is not None:
         # SQLite: the commit runs on the event loop with the writer's own connection, one writer
         # per file at a time. A commit of a batch takes well under a millisecond; on a native
@@ -205,6 +210,7 @@ def build_services(settings: Settings) -> Services:
         bins=BinCache(lambda b: store.get_bin(engine, b)),
         writes=SerialWrites(settings, engine),
         writer_engine=writer_engine,
+        checkpointer=checkpointer,
     )
     # Under gunicorn, deliveries left pending (by a restart, by other processes) must resume
     # without waiting for a first request to this worker.
