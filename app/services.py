@@ -158,7 +158,12 @@ def build_services(settings: Settings) -> Services:
         # (``app.walsync``) leave the loop.
         synchronous = settings.sqlite_synchronous.upper()
         flush_after_commit = synchronous == "FULL"
-        checkpointer = Checkpointer(db_file, run_blocking) if flush_after_commit else None
+        if flush_after_commit:
+            checkpointer = Checkpointer(db_file, run_blocking)
+            # After the commit, outside the write lock, on the loop: a hand-over to a native
+            # thread made the acknowledgement wait for the GIL (0.67x the bare route against
+            # 0.81x, BENCHMARKS.md), while the flush itself takes about 0.1 ms.
+            sync = WalFile(db_file).sync
         writer_engine = make_engine(
             settings.database_url,
             sqlite_synchronous="NORMAL" if flush_after_commit else synchronous,
@@ -176,12 +181,6 @@ def build_services(settings: Settings) -> Services:
             if checkpointer is not None:
                 checkpointer.committed()
             return results
-
-        if flush_after_commit:
-            # After the commit, outside the write lock, on the loop: a hand-over to a native
-            # thread made the acknowledgement wait for the GIL (0.67x the bare route against
-            # 0.81x, BENCHMARKS.md), while the flush itself takes about 0.1 ms.
-            sync = WalFile(db_file).sync
 
     else:
         # PostgreSQL: psycopg waits cooperatively under gevent, so the commit may stay on the loop.
