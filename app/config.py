@@ -47,6 +47,10 @@ class Settings:
     #: Longest a capture waits for more requests to join its commit batch, in milliseconds.
     #: 0 means "commit whatever has queued up as soon as the previous commit is done".
     commit_linger_ms: float = 0.0
+    #: Longest a commit waits, in milliseconds, for the worker to finish reading the requests
+    #: that have already arrived, so they share it (it waits only while the worker is busy; an
+    #: idle worker commits at once). 0: commit as soon as the writer gets its turn.
+    commit_idle_max_ms: float = 5.0
     #: Largest number of captured requests committed in one transaction.
     commit_batch_max: int = 256
     #: Directory for the SQLite cross-process notification sockets. Empty: next to the database.

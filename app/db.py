@@ -58,13 +58,19 @@ counters = sa.Table(
     sa.Column("value", sa.BigInteger, nullable=False),
 )
 
+#: Request sequence numbers: BIGINT, and on SQLite the INTEGER that makes the column the row id.
+_SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 requests = sa.Table(
     "requests",
     metadata,
-    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    # On SQLite the sequence is the row id (only a column declared exactly INTEGER PRIMARY KEY
+    # is), so a row costs one b-tree rather than a table plus a primary-key index.
+    sa.Column("seq", _SEQ, primary_key=True, autoincrement=False),
     # Public id: the sequence in fixed-width hex (sorts in capture order) plus 80 random bits, so
-    # that knowing one request id reveals nothing about other bins' requests.
-    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    # that knowing one request id reveals nothing about other bins' requests. Not indexed: every
+    # lookup goes by the sequence the id begins with, then checks the whole id.
+    sa.Column("id", sa.String(40), nullable=False),
     sa.Column(
         "bin_id", sa.String(64), sa.ForeignKey("bins.id", ondelete="CASCADE"), nullable=False
     ),
@@ -90,7 +96,15 @@ requests = sa.Table(
     sa.Column("answer_status", sa.Integer, nullable=True),
     sa.Column("answer_rule", sa.String(64), nullable=True),
     sa.Index("ix_requests_bin_seq", "bin_id", "seq"),
-    sa.Index("ix_requests_bin_delivery", "bin_id", "delivery_id", "seq"),
+    # Only captures that carry a delivery id are ever looked up by one.
+    sa.Index(
+        "ix_requests_bin_delivery",
+        "bin_id",
+        "delivery_id",
+        "seq",
+        sqlite_where=sa.text("delivery_id IS NOT NULL"),
+        postgresql_where=sa.text("delivery_id IS NOT NULL"),
+    ),
 )
 
 # Bodies live apart from the request rows so that listing a bin never drags megabytes along.
@@ -99,7 +113,7 @@ request_bodies = sa.Table(
     metadata,
     sa.Column(
         "request_seq",
-        sa.BigInteger,
+        _SEQ,
         sa.ForeignKey("requests.seq", ondelete="CASCADE"),
         primary_key=True,
     ),

@@ -46,7 +46,7 @@ class Services:
     writes: SerialWrites
     #: SQLite only: the capture writer's own single-connection engine.
     writer_engine: Engine | None = None
-    #: SQLite with FULL: the background checkpoints of the capture writer's log.
+    #: SQLite: the background checkpoints of the capture writer's log.
     checkpointer: Checkpointer | None = None
     #: This process's auto-forward delivery loop.
     delivery: DeliveryLoop = field(init=False)
@@ -154,12 +154,16 @@ def build_services(settings: Settings) -> Services:
         # per file at a time. A commit of a batch takes well under a millisecond; on a native
         # thread it cost several times that, because every call into SQLite hands the GIL back
         # and must win it again from the busy loop (BENCHMARKS.md). Only the wait for another
-        # process's commit (``FileWriteLock.cooperatively``) and, for FULL, the checkpoints
+        # process's commit (``FileWriteLock.cooperatively``) and the checkpoints
         # (``app.walsync``) leave the loop.
         synchronous = settings.sqlite_synchronous.upper()
         flush_after_commit = synchronous == "FULL"
+        # In every mode: a checkpoint run by the committing connection froze the worker while
+        # it copied the log into the database file, and fsynced both unless the mode is OFF.
+        checkpointer = Checkpointer(
+            db_file, run_blocking, synchronous="NORMAL" if flush_after_commit else synchronous
+        )
         if flush_after_commit:
-            checkpointer = Checkpointer(db_file, run_blocking)
             # After the commit, outside the write lock, on the loop: a hand-over to a native
             # thread made the acknowledgement wait for the GIL (0.67x the bare route against
             # 0.81x, BENCHMARKS.md), while the flush itself takes about 0.1 ms.
@@ -170,16 +174,16 @@ def build_services(settings: Settings) -> Services:
             sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
             single_connection=True,
             # A backstop only: the checkpointer keeps the log far shorter than this.
-            sqlite_autocheckpoint=WRITER_AUTOCHECKPOINT_PAGES if flush_after_commit else None,
+            sqlite_autocheckpoint=WRITER_AUTOCHECKPOINT_PAGES,
         )
         write_lock = FileWriteLock(writer_lock_path(db_file))
+        lock_timeout = settings.sqlite_busy_timeout_ms / 1000
 
         def insert(batch: Sequence[store.Capture]) -> list[store.Stored | None]:
             results = store.insert_captures(
-                writer_engine, batch, write_lock=write_lock.cooperatively()
+                writer_engine, batch, write_lock=write_lock.cooperatively(lock_timeout)
             )
-            if checkpointer is not None:
-                checkpointer.committed()
+            checkpointer.committed()
             return results
 
     else:
@@ -199,6 +203,7 @@ def build_services(settings: Settings) -> Services:
         published=published,
         batch_max=settings.commit_batch_max,
         linger_seconds=settings.commit_linger_ms / 1000.0,
+        idle_max_seconds=settings.commit_idle_max_ms / 1000.0,
     )
     services = Services(
         settings=settings,

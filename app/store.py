@@ -321,12 +321,14 @@ def _first_deliveries(
     cursor: Any, sql: _CaptureSQL, captures: list[Capture]
 ) -> dict[tuple[str, str], str]:
     """(bin, delivery id) -> public id of the first stored request that carried it."""
-    keys = sorted({c.delivery_id for c in captures if c.delivery_id})
-    if not keys:
+    wanted = {(c.bin_id, c.delivery_id) for c in captures if c.delivery_id}
+    if not wanted:
         return {}
-    bins_wanted = {c.bin_id for c in captures if c.delivery_id}
-    cursor.execute(sql.first_deliveries(len(keys)), tuple(keys))
-    return {(b, d): rid for b, d, rid in cursor.fetchall() if b in bins_wanted}
+    bin_ids = sorted({b for b, _ in wanted})
+    keys = sorted({d for _, d in wanted})
+    cursor.execute(sql.first_deliveries(len(bin_ids), len(keys)), (*bin_ids, *keys))
+    # The statement asks for every bin x every id; only the pairs asked for count.
+    return {(b, d): rid for b, d, rid in cursor.fetchall() if (b, d) in wanted}
 
 
 _REQUEST_COLUMNS = (
@@ -367,12 +369,17 @@ class _CaptureSQL:
         return f"SELECT id FROM bins WHERE id IN ({self._marks(count)})"  # noqa: S608
 
     @functools.lru_cache(maxsize=1024)  # noqa: B019
-    def first_deliveries(self, count: int) -> str:
-        """The first request of each (bin, delivery id) among ``count`` delivery ids."""
+    def first_deliveries(self, bins: int, ids: int) -> str:
+        """The first request of each (bin, delivery id) among ``bins`` bins and ``ids`` ids.
+
+        Both columns are constrained so that the lookup is an index search on
+        ``ix_requests_bin_delivery``; on the delivery id alone it was a scan of the index.
+        """
         return (
             "SELECT r.bin_id, r.delivery_id, r.id FROM requests r JOIN ("  # noqa: S608
             "SELECT bin_id, delivery_id, MIN(seq) AS first_seq FROM requests "
-            f"WHERE delivery_id IN ({self._marks(count)}) GROUP BY bin_id, delivery_id"
+            f"WHERE bin_id IN ({self._marks(bins)}) AND delivery_id IN ({self._marks(ids)}) "
+            "GROUP BY bin_id, delivery_id"
             ") f ON r.seq = f.first_seq"
         )
 

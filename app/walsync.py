@@ -70,8 +70,12 @@ class Checkpointer:
         run_blocking: Callable[..., object],
         *,
         interval: float = 0.25,
+        synchronous: str = "NORMAL",
     ) -> None:
         self.db_file = db_file
+        # How the checkpoint itself syncs: NORMAL (and FULL) fsync the log before it and the
+        # database file after it, which is what makes rewinding the log safe; OFF does neither.
+        self._synchronous = synchronous
         self._run_blocking = run_blocking
         self._interval = interval
         self._dirty = threading.Event()
@@ -125,6 +129,6 @@ class Checkpointer:
             self._conn = sqlite3.connect(
                 self.db_file, check_same_thread=False, isolation_level=None, timeout=0
             )
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(f"PRAGMA synchronous={self._synchronous}")
         self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         self.checkpoints += 1

@@ -29,13 +29,23 @@ def run_migrations_online() -> None:
     """Run migrations against a live database."""
     engine = make_engine(_url())
     with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # Revisions that rebuild a table drop the old one, and with foreign keys on, SQLite
+            # would first delete its rows and cascade into every table that refers to it. The
+            # pragma has no effect inside a transaction, so it goes to the driver's connection
+            # (autocommit, see app.db) before Alembic begins one; revisions check the keys
+            # themselves (PRAGMA foreign_key_check) before they commit.
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
         context.configure(
             connection=connection,
             target_metadata=metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
+            render_as_batch=sqlite,
         )
         with context.begin_transaction():
             context.run_migrations()
+        if sqlite:
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
     engine.dispose()
 
 

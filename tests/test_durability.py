@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +20,7 @@ from app.config import Settings
 from app.migrate import upgrade
 from app.services import build_services
 from app.writer import CommitBatcher
-from tests.conftest import start_server
+from tests.conftest import ROOT, start_server
 
 
 def test_every_acknowledged_capture_survives_kill_9(tmp_path: Path, sqlite_url: str) -> None:
@@ -263,3 +266,55 @@ def test_the_checkpointer_copies_the_log_into_the_database_file(tmp_path: Path) 
         assert db.stat().st_size >= before + 500 * len(body)
     finally:
         services.close()
+
+
+# --- batches wait for the worker to finish reading what has arrived (gevent only) ---------------
+
+_IDLE_BATCHING = """
+from gevent import monkey; monkey.patch_all()
+import gevent, json, sys, time
+from app.writer import CommitBatcher
+batches = []
+def commit(rows):
+    batches.append(list(rows))
+    return list(rows)
+batcher = CommitBatcher(commit, idle_max_seconds=float(sys.argv[1]))
+def request(i):
+    for _ in range(i % 5):  # a request takes a few turns of the loop to read and handle
+        gevent.sleep(0)
+    batcher.submit(i)
+gevent.joinall([gevent.spawn(request, i) for i in range(40)])
+# A loop that never runs out of work still commits within idle_max.
+stop = time.monotonic() + 1.0
+def busy():
+    while time.monotonic() < stop:
+        gevent.sleep(0)
+spinner = gevent.spawn(busy)
+gevent.sleep(0)
+started = time.monotonic()
+batcher.submit(99)
+waited = time.monotonic() - started
+spinner.join()
+print(json.dumps({"batches": [len(b) for b in batches], "busy_wait": waited}))
+"""
+
+
+def _idle_batching(idle_max: float) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", _IDLE_BATCHING, str(idle_max)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_commit_waits_until_every_request_being_read_has_joined_it() -> None:
+    joined = _idle_batching(0.05)
+    assert joined["batches"][0] == 40, "all 40 requests in flight share the first commit"
+    assert 0.04 <= joined["busy_wait"] < 0.5, "a loop that never idles delays a commit by idle_max"
+    eager = _idle_batching(0)
+    assert eager["batches"][0] < 40, "without it, the writer commits whatever is there first"
+    assert eager["busy_wait"] < 0.04

@@ -16,7 +16,7 @@ from app import store
 from app.db import make_engine
 from app.live import Hub, Viewer
 from app.migrate import upgrade
-from app.writelock import FileWriteLock
+from app.writelock import FileWriteLock, LockTimeout
 
 
 @pytest.fixture
@@ -181,6 +181,35 @@ def test_the_write_lock_excludes_other_processes(tmp_path: Path) -> None:
         release.set()
         assert acquired.wait(5)
         taker.join(5)
+    finally:
+        release.set()
+        child.join(10)
+
+
+def test_the_capture_writer_waits_for_the_lock_without_blocking_and_gives_up_in_time(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite3-writer.lock"
+    ctx = mp.get_context("spawn")
+    held, release = ctx.Event(), ctx.Event()
+    child = ctx.Process(target=_hold_lock, args=(str(path), held, release))
+    child.start()
+    try:
+        assert held.wait(20)
+        lock = FileWriteLock(path)
+        started = time.monotonic()
+        with (
+            pytest.raises(LockTimeout, match="held db.sqlite3-writer.lock"),
+            lock.cooperatively(timeout=0.3),
+        ):
+            pytest.fail("the lock was taken while another process held it")
+        assert time.monotonic() - started >= 0.3
+        # Released while a writer waits: it gets the lock within a few retries.
+        threading.Timer(0.2, release.set).start()
+        started = time.monotonic()
+        with lock.cooperatively(timeout=5):
+            waited = time.monotonic() - started
+        assert 0.2 <= waited < 1.0
     finally:
         release.set()
         child.join(10)
