@@ -47,6 +47,10 @@ class Settings:
     #: Longest a capture waits for more requests to join its commit batch, in milliseconds.
     #: 0 means "commit whatever has queued up as soon as the previous commit is done".
     commit_linger_ms: float = 0.0
+    #: Size (MiB) past which the SQLite write-ahead log is checkpointed to its end under the
+    #: write lock, so that it starts over. Background checkpoints keep it short while the load
+    #: has pauses; under a steady load they never catch up and it would grow without end.
+    sqlite_wal_limit_mb: float = 16.0
     #: Longest a commit waits, in milliseconds, for the worker to finish reading the requests
     #: that have already arrived, so they share it (it waits only while the worker is busy; an
     #: idle worker commits at once). 0: commit as soon as the writer gets its turn.

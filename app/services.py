@@ -161,7 +161,10 @@ def build_services(settings: Settings) -> Services:
         # In every mode: a checkpoint run by the committing connection froze the worker while
         # it copied the log into the database file, and fsynced both unless the mode is OFF.
         checkpointer = Checkpointer(
-            db_file, run_blocking, synchronous="NORMAL" if flush_after_commit else synchronous
+            db_file,
+            run_blocking,
+            synchronous="NORMAL" if flush_after_commit else synchronous,
+            wal_limit_bytes=int(settings.sqlite_wal_limit_mb * 1024 * 1024),
         )
         if flush_after_commit:
             # After the commit, outside the write lock, on the loop: a hand-over to a native
@@ -181,7 +184,11 @@ def build_services(settings: Settings) -> Services:
 
         def insert(batch: Sequence[store.Capture]) -> list[store.Stored | None]:
             results = store.insert_captures(
-                writer_engine, batch, write_lock=write_lock.cooperatively(lock_timeout)
+                writer_engine,
+                batch,
+                write_lock=write_lock.cooperatively(lock_timeout),
+                # A log that background checkpoints cannot keep short is finished off here.
+                then=checkpointer.finish if checkpointer.finish_due() else None,
             )
             checkpointer.committed()
             return results

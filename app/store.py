@@ -210,6 +210,7 @@ def insert_captures(
     *,
     notify_sql: str | None = None,
     write_lock: AbstractContextManager[Any] | None = None,
+    then: Callable[[Any], None] | None = None,
 ) -> list[Stored | None]:
     """Store a batch of captures in ONE transaction; None marks a capture whose bin is gone.
 
@@ -217,7 +218,8 @@ def insert_captures(
     writers, so sequences become visible in order. ``notify_sql`` (PostgreSQL) is executed once
     per distinct bin inside the same transaction, so the notification is sent if and only if the
     rows are committed. ``write_lock`` is held around the transaction only (see
-    ``app.writelock``); everything that can be prepared without it is done first.
+    ``app.writelock``); everything that can be prepared without it is done first. ``then`` is
+    called with the DB-API cursor after the commit, still under the write lock.
     """
     sql = _capture_sql(engine.dialect)
     prepared = [_prepare(c, sql) for c in batch]
@@ -234,6 +236,8 @@ def insert_captures(
                 except BaseException:
                     raw.rollback()
                     raise
+                if then is not None:
+                    then(cursor)
         finally:
             cursor.close()
     finally:

@@ -15,7 +15,9 @@ and only a far-off automatic checkpoint, and this module supplies what it gave u
   it, the other processes' included.
 * ``Checkpointer`` runs SQLite's PASSIVE checkpoint on its own connection, on a native thread, a
   short while after commits, so the log stays about as short as SQLite's automatic checkpoint
-  keeps it.
+  keeps it. Under a load without pauses it cannot reach the end of the log, which then never
+  starts over; once the log passes a size limit the capture writer finishes the checkpoint
+  under the write lock (``Checkpointer.finish``).
 
 Why that is as durable as FULL: in WAL mode with NORMAL, SQLite syncs the log before each
 checkpoint and the database file after it, so a log that is rewound only ever drops frames that
@@ -32,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +74,11 @@ class Checkpointer:
         *,
         interval: float = 0.25,
         synchronous: str = "NORMAL",
+        wal_limit_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.db_file = db_file
+        self._wal_file = db_file.with_name(db_file.name + "-wal")
+        self._wal_limit = wal_limit_bytes
         # How the checkpoint itself syncs: NORMAL (and FULL) fsync the log before it and the
         # database file after it, which is what makes rewinding the log safe; OFF does neither.
         self._synchronous = synchronous
@@ -82,7 +88,9 @@ class Checkpointer:
         self._pid = 0
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._finish_due = False
         self.checkpoints = 0
+        self.finishes = 0
 
     def committed(self) -> None:
         """Note that the log grew; a checkpoint follows within ``interval`` seconds."""
@@ -132,3 +140,36 @@ class Checkpointer:
             self._conn.execute(f"PRAGMA synchronous={self._synchronous}")
         self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         self.checkpoints += 1
+        try:
+            grown = os.stat(self._wal_file).st_size > self._wal_limit
+        except FileNotFoundError:
+            grown = False
+        if grown:
+            self._finish_due = True
+
+    def finish_due(self) -> bool:
+        """True once after a background checkpoint left a long log: the writer should
+        ``finish`` it."""
+        due, self._finish_due = self._finish_due, False
+        return due
+
+    def finish(self, cursor: Any) -> None:
+        """Copy the rest of the log, with ``cursor`` of a writer that holds the write lock.
+
+        SQLite starts the log over from its beginning only when a write begins with every
+        frame of it copied into the database file. Under steady load the background
+        checkpoint never gets there: commits go on while it copies. So the log grew without
+        end (80 MB in ten seconds of load), and a flush of a growing file costs twice the one
+        of a file whose blocks are reused (0.44 against 0.22 ms), because each one has to
+        record the new size. With the write lock held nothing is added while this copies the
+        few frames committed since the background checkpoint, and the next commit starts the
+        log over. It holds the lock for 2-3 ms (two fsyncs), so it is done only once the log
+        has passed ``wal_limit_bytes``: every few seconds under full load, never at a load
+        with pauses, where the log starts over by itself.
+        """
+        try:
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:  # the batch is committed: its callers must still hear so
+            log.exception("finishing the checkpoint of %s failed", self.db_file)
+            return
+        self.finishes += 1

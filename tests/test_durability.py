@@ -17,8 +17,10 @@ import pytest
 
 from app import store
 from app.config import Settings
+from app.db import make_engine
 from app.migrate import upgrade
 from app.services import build_services
+from app.walsync import Checkpointer
 from app.writer import CommitBatcher
 from tests.conftest import ROOT, start_server
 
@@ -318,3 +320,73 @@ def test_a_commit_waits_until_every_request_being_read_has_joined_it() -> None:
     eager = _idle_batching(0)
     assert eager["batches"][0] < 40, "without it, the writer commits whatever is there first"
     assert eager["busy_wait"] < 0.04
+
+
+def _log_frames(db: Path) -> int:
+    """Frames in the log now (SQLite's own count, from a PASSIVE checkpoint that copies none
+    while nothing is new)."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("limit", [64 * 1024, 1 << 40])
+def test_a_log_the_background_checkpoint_cannot_finish_is_finished_under_the_lock(
+    tmp_path: Path, limit: int
+) -> None:
+    db = tmp_path / "steady.sqlite3"
+    url = f"sqlite:///{db}"
+    upgrade(url)
+    engine = make_engine(url)
+    writer = make_engine(url, sqlite_synchronous="NORMAL", single_connection=True)
+    checkpointer = Checkpointer(db, lambda fn: fn(), wal_limit_bytes=limit)
+    bin_id = store.create_bin(engine)["id"]
+    body = bytes(range(256)) * 16  # 4 KiB
+
+    def commit(n: int) -> None:
+        for _ in range(n):
+            then = checkpointer.finish if checkpointer.finish_due() else None
+            store.insert_captures(writer, [_capture(bin_id, body)], then=then)
+
+    try:
+        commit(50)
+        # Commits land while the background checkpoint copies (a reader's snapshot stands in
+        # for them here), so it stops short of the end of the log and SQLite cannot start over.
+        reader = sqlite3.connect(db)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM requests").fetchall()
+        commit(50)
+        checkpointer.checkpoint()
+        reader.rollback()
+        reader.close()
+        commit(2)  # the first of these finishes the checkpoint (when due), the second starts over
+        frames = _log_frames(db)
+        if limit < 1 << 40:
+            assert checkpointer.finishes == 1
+            assert frames < 20, f"the log should have started over, it holds {frames} frames"
+        else:  # never due: the log holds everything since the first commit
+            assert checkpointer.finishes == 0
+            assert frames > 100
+    finally:
+        writer.dispose()
+        engine.dispose()
+
+
+def test_the_capture_writer_finishes_checkpoints_of_a_long_log(tmp_path: Path) -> None:
+    db = tmp_path / "busy.sqlite3"
+    url = f"sqlite:///{db}"
+    upgrade(url)
+    services = build_services(Settings(database_url=url, sqlite_wal_limit_mb=0.25))
+    try:
+        bin_id = store.create_bin(services.engine)["id"]
+        body = bytes(range(256)) * 16
+        deadline = time.monotonic() + 10
+        assert services.checkpointer is not None
+        while services.checkpointer.finishes == 0 and time.monotonic() < deadline:
+            for _ in range(100):
+                assert services.batcher.submit(_capture(bin_id, body)) is not None
+        assert services.checkpointer.finishes >= 1
+    finally:
+        services.close()
