@@ -406,7 +406,12 @@ class Wrk:
         extra_env: dict[str, str] | None = None,
     ) -> str:
         env = dict(os.environ)
-        for key in ("HOOKBIN_BENCH_IDS_DIR", "HOOKBIN_BENCH_DELAY_MS", "HOOKBIN_BENCH_TAG"):
+        for key in (
+            "HOOKBIN_BENCH_IDS_DIR",
+            "HOOKBIN_BENCH_DELAY_MS",
+            "HOOKBIN_BENCH_TAG",
+            "HOOKBIN_BENCH_THINK",
+        ):
             env.pop(key, None)
         env.update(extra_env or {})
         if ids_dir is not None:
@@ -756,39 +761,52 @@ def _stored_ns(db_path: Path, bin_id: str) -> set[int]:
         conn.close()
 
 
+WRK_SENDERS = ("wrk-poisson", "wrk")
+
+
+def wrk_paced(args: argparse.Namespace, url: str, rate: float, sender: str) -> dict[str, Any]:
+    """Paced wrk (``bench/post.lua``) at about ``rate`` requests/s to ``url``; what it saw.
+
+    Each connection waits after every answer: ``wrk-poisson`` for an exponentially distributed
+    time, so the sends form a Poisson stream, as from many independent senders; ``wrk`` for a
+    fixed time, so connections answered together send together again and the load comes in
+    bursts of a large part of all connections.
+    """
+    connections = args.push_connections or max(16, int(rate / 10))
+    # Each connection: answer latency + delay per request; aim a little high, report actual.
+    delay_ms = max(0.0, connections * 1000.0 / rate - 1.0)
+    env = {"HOOKBIN_BENCH_DELAY_MS": f"{delay_ms:.3f}", "HOOKBIN_BENCH_TAG": "1"}
+    if sender == "wrk-poisson":
+        env["HOOKBIN_BENCH_THINK"] = "exp"
+    wrk = Wrk(1, connections, int(args.push_duration))
+    res = parse_wrk(wrk.run(url, extra_env=env))
+    return {
+        "mode": sender,
+        "connections": connections,
+        "delay_ms": delay_ms,
+        "env": env,
+        "achieved": res.rps,
+        "sent": res.sent,
+        "answered_200": res.ok,
+        "non_200": sum(n for code, n in res.statuses.items() if code != 200),
+        "answer_p50_ms": res.p50_ms,
+        "answer_p99_ms": res.p99_ms,
+        "socket_errors": sum(res.socket_errors.values()),
+        "t_send": None,
+    }
+
+
 def _send_paced(
     args: argparse.Namespace, srv: Server, target: str, rate: float, sender: str, workdir: Path
 ) -> dict[str, Any]:
     """Run one paced sender against ``target``'s capture URL; what it saw, per mode.
 
-    ``wrk``: wrk with ``bench/post.lua`` in paced mode (each connection waits after every answer),
-    a C load generator that leaves the cores to the server. ``python``: the open-loop asyncio
-    sender, which stamps each send so that send -> frame latency can be computed, but costs a
-    good part of a core at these rates.
+    ``wrk-poisson`` and ``wrk``: see ``wrk_paced``; a C load generator that leaves the cores to
+    the server. ``python``: the open-loop asyncio sender, which stamps each send so that send ->
+    frame latency can be computed, but costs a good part of a core at these rates.
     """
-    if sender == "wrk":
-        connections = args.push_connections or max(16, int(rate / 10))
-        # Each connection: answer latency + delay per request; aim a little high, report actual.
-        delay_ms = max(0.0, connections * 1000.0 / rate - 1.0)
-        wrk = Wrk(1, connections, int(args.push_duration))
-        out = wrk.run(
-            f"{srv.url}/h/{target}/push",
-            extra_env={"HOOKBIN_BENCH_DELAY_MS": f"{delay_ms:.3f}", "HOOKBIN_BENCH_TAG": "1"},
-        )
-        res = parse_wrk(out)
-        return {
-            "mode": "wrk",
-            "connections": connections,
-            "delay_ms": delay_ms,
-            "achieved": res.rps,
-            "sent": res.sent,
-            "answered_200": res.ok,
-            "non_200": sum(n for code, n in res.statuses.items() if code != 200),
-            "answer_p50_ms": res.p50_ms,
-            "answer_p99_ms": res.p99_ms,
-            "socket_errors": sum(res.socket_errors.values()),
-            "t_send": None,
-        }
+    if sender in WRK_SENDERS:
+        return wrk_paced(args, f"{srv.url}/h/{target}/push", rate, sender)
     ctx = mp.get_context("spawn")
     out_path = workdir / f"sender-{srv.name}.json"
     start_at = time.monotonic() + 1.0
@@ -958,7 +976,7 @@ def push_run(
         "measuring_viewer_error": viewer.error,
     }
     log(
-        f"[B] {sender:6s} idle={idle:4d} rate {sent['achieved']:7.0f}/s (target {rate:.0f})  "
+        f"[B] {sender:11s} idle={idle:4d} rate {sent['achieved']:7.0f}/s (target {rate:.0f})  "
         f"capture->frame p50 {result['capture_p50_ms']:.1f} p95 {result['capture_p95_ms']:.1f} "
         f"p99 {result['capture_p99_ms']:.1f} max {result['capture_max_ms']:.1f} ms  "
         f"send->frame p50 {result['push_p50_ms']:.1f} p99 {result['push_p99_ms']:.1f} ms  "
@@ -978,11 +996,32 @@ def _frame_n(text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def bare_paced(
+    args: argparse.Namespace, servers: Servers, rate: float, sender: str, log: Any
+) -> dict[str, Any]:
+    """The bare Flask route's answers under the same paced load: what the load itself costs."""
+    srv = servers.bare()
+    try:
+        got = wrk_paced(args, f"{srv.url}/h/bench/push", rate, sender)
+    finally:
+        srv.stop()
+    log(
+        f"[B] bare   {sender:11s} rate {got['achieved']:7.0f}/s  answer p50/p99 "
+        f"{got['answer_p50_ms']:.1f}/{got['answer_p99_ms']:.1f} ms"
+    )
+    return {"sender": sender, **{k: v for k, v in got.items() if k != "t_send"}}
+
+
 def part_b(args: argparse.Namespace, servers: Servers, peak: float, log: Any) -> dict[str, Any]:
     rate = args.push_rate or peak * args.push_fraction
     runs = [(sender, idle) for sender in args.push_senders for idle in (args.idle_viewers, 0)]
     results = [push_run(args, servers, idle, rate, sender, log) for sender, idle in runs]
-    return {"peak_rps": peak, "rate": rate, "runs": results}
+    baseline = [
+        bare_paced(args, servers, rate, sender, log)
+        for sender in args.push_senders
+        if sender in WRK_SENDERS
+    ]
+    return {"peak_rps": peak, "rate": rate, "runs": results, "bare": baseline}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1119,6 +1158,20 @@ def report(
                 f"{r['rss_mb_before_viewers']:.0f} -> {r['rss_mb_with_viewers']:.0f} MB |"
             )
         w("")
+        if b.get("bare"):
+            w(
+                "The same paced load on the bare Flask route (baseline, no viewers): how long "
+                "its answers took, i.e. what the load pattern alone costs."
+            )
+            w("")
+            w(table_header(["sender", "achieved rate", "answer p50 ms", "answer p99 ms"]))
+            w("|---|---:|---:|---:|")
+            for r in b["bare"]:
+                w(
+                    f"| {r['sender']} | {r['achieved']:.0f}/s | {r['answer_p50_ms']:.1f} | "
+                    f"{r['answer_p99_ms']:.1f} |"
+                )
+            w("")
         main_run = b["runs"][0]
         w(
             f"Target: p99 <= 25 ms with {main_run['idle_viewers']} idle viewers "
@@ -1195,11 +1248,13 @@ def report(
         w(a["wrk_command"])
     if b:
         for r in b["runs"]:
-            if r["sender"] == "wrk":
+            if r["sender"] in WRK_SENDERS:
+                think = " HOOKBIN_BENCH_THINK=exp" if r["sender"] == "wrk-poisson" else ""
                 w(
-                    f"# load (Part B, wrk): HOOKBIN_BENCH_TAG=1 HOOKBIN_BENCH_DELAY_MS="
-                    f"{r['sender_delay_ms']:.3f} wrk -t1 -c{r['sender_connections']} "
-                    f"-d{args.push_duration:.0f}s -s bench/post.lua <capture URL>/push"
+                    f"# load (Part B, {r['sender']}): HOOKBIN_BENCH_TAG=1{think} "
+                    f"HOOKBIN_BENCH_DELAY_MS={r['sender_delay_ms']:.3f} wrk -t1 "
+                    f"-c{r['sender_connections']} -d{args.push_duration:.0f}s "
+                    "-s bench/post.lua <capture URL>/push"
                 )
             else:
                 w(
@@ -1260,9 +1315,11 @@ def main() -> int:
     p.add_argument(
         "--push-senders",
         type=lambda v: [x for x in v.split(",") if x],
-        default=["wrk", "python"],
-        help="Part B senders, in order: wrk (paced wrk, the target figure) and/or python "
-        "(open-loop, also gives send->frame latency); default wrk,python",
+        default=["wrk-poisson", "wrk", "python"],
+        help="Part B senders, in order (the first one's run with idle viewers is the target "
+        "figure): wrk-poisson (paced wrk, exponential waits: a Poisson stream), wrk (paced wrk, "
+        "fixed waits: bursts), python (open-loop, also gives send->frame latency); default "
+        "wrk-poisson,wrk,python",
     )
     p.add_argument(
         "--drain-seconds", type=float, default=10, help="wait for late frames (default 10)"

@@ -7,6 +7,10 @@
 --   HOOKBIN_BENCH_DELAY_MS when set, each connection waits this long after an answer before it
 --                          sends again: a paced load of about connections * 1000 / delay req/s
 --                          from a sender that costs next to no CPU (push-latency runs).
+--   HOOKBIN_BENCH_THINK    "exp": each wait is drawn from an exponential distribution with that
+--                          mean, so that the connections' sends spread out like independent
+--                          senders' (a Poisson stream). Otherwise every wait is exactly the
+--                          delay, and connections answered together send together again.
 --   HOOKBIN_BENCH_TAG      when set, every request carries ?n=<thread * 10^7 + count>, a number
 --                          unique in the run, so each websocket frame can be matched to it.
 -- At the end it prints "STATUS <code> <count>" lines and "SENT <count>".
@@ -23,8 +27,13 @@ wrk.headers["User-Agent"] = "hookbin-bench-wrk"
 local delay_ms = tonumber(os.getenv("HOOKBIN_BENCH_DELAY_MS") or "")
 local tag = (os.getenv("HOOKBIN_BENCH_TAG") or "") ~= ""
 
+local exponential = os.getenv("HOOKBIN_BENCH_THINK") == "exp"
+
 if delay_ms ~= nil then
   function delay()
+    if exponential then
+      return -math.log(1 - math.random()) * delay_ms
+    end
     return delay_ms
   end
 end
@@ -39,6 +48,7 @@ function setup(thread)
 end
 
 function init(args)
+  math.randomseed(os.time() + tid * 7919)
   counts = {}
   sent = 0
   out = nil
