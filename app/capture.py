@@ -7,7 +7,6 @@ answers only once the capture is durable. Nothing a sender controls reaches a he
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -17,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import answers, store, verdicts, wireheaders
+from app import answers, fastjson, store, verdicts, wireheaders
 from app.deliveries import delivery_of
 from app.rulehits import BinGone, RuleHits
 from app.services import Services
@@ -51,7 +50,7 @@ def _answer(
     payload: dict[str, Any],
     extra: list[tuple[str, str]] | None = None,
 ) -> list[bytes]:
-    body = json.dumps(payload).encode() + b"\n"
+    body = fastjson.dumps(payload).encode() + b"\n"
     headers = [
         ("Content-Type", "application/json"),
         ("Content-Length", str(len(body))),

@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from app import fastjson
+
 metadata = sa.MetaData()
 
 bins = sa.Table(
@@ -209,8 +211,14 @@ def make_engine(
     used by one caller at a time (possibly a native thread, where a pool's gevent locks must not
     be taken). ``sqlite_autocheckpoint`` sets SQLite's ``wal_autocheckpoint`` (pages) when given.
     """
+    # JSON columns are written through orjson (``app.fastjson``: the same values as the
+    # standard library writes). Reading stays with the standard library: settings come from
+    # users, and orjson would turn a huge integer in them into a float.
+    json_codec = {"json_serializer": fastjson.dumps}
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return sa.create_engine(
+            url, pool_pre_ping=True, pool_size=10, max_overflow=20, **json_codec
+        )
 
     path = sqlite_file(url)
     if path is not None:
@@ -222,6 +230,7 @@ def make_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000},
         **pool_args,
+        **json_codec,
     )
     synchronous = sqlite_synchronous.upper()
     if synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:

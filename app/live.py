@@ -79,20 +79,29 @@ class Viewer:
 
     def get(self, timeout: float) -> Item | None:
         """The next item, or None on timeout (one reader per viewer)."""
+        items = self.take(timeout, 1)
+        return items[0] if items else None
+
+    def take(self, timeout: float, limit: int) -> list[Item]:
+        """Up to ``limit`` items, waiting at most ``timeout`` for the first (one reader).
+
+        A viewer that fell behind gets what queued up meanwhile in one go, so the stream can
+        write it with one call instead of one per request.
+        """
         items = self._items
         if not items:
             self._ready.clear()
             # Checked again after clearing: an item offered in between has set the event anew.
             if not items:
                 self._ready.wait(timeout)
-        item = items.popleft() if items else None
+        taken = [items.popleft() for _ in range(min(limit, len(items)))]
         if self.lagging and len(items) <= self.max_backlog // 2:
             # Half drained (or idle, which also covers a refill lost to a race): read on from
             # the database where this viewer's queue ends.
             self.lagging = False
             if self._refill is not None:
                 self._refill(self.bin_id)
-        return item
+        return taken
 
 
 class Hub:
