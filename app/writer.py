@@ -1,14 +1,19 @@
 """Group commit: many captures, one transaction, one flush to disk.
 
-Each capture hands its row to the worker's ``CommitBatcher`` and waits. A single writer thread (a
-greenlet under gunicorn's gevent worker) takes everything that queued up while the previous commit
-was running and commits it in one transaction. A capture is acknowledged only once the commit that
-holds it is durable, so a crash never loses an acknowledged request, yet a busy worker pays one
-flush per batch rather than one per request.
+Each capture hands its row to the worker's ``CommitBatcher`` and waits. There is no writer
+thread: the first capture to arrive while no commit is under way leads. It lets the other
+requests the worker is already handling join (see ``_until_loop_idle``), commits everything
+queued in one transaction, flushes it to disk when the commit itself does not (``sync``: see
+``app.walsync``), and releases every caller of the batch. Captures that arrived meanwhile wait
+for the next batch, which the oldest of them leads. A capture is acknowledged only once the
+commit that holds it is durable, so a crash never loses an acknowledged request, yet a busy
+worker pays one commit and one flush per batch rather than per request.
 
-When the commit itself does not flush (``sync`` is given: see ``app.walsync``), a second thread
-runs ``sync`` after commits and releases their callers once it returns. The writer meanwhile
-commits the next batch, and one flush covers every batch committed before it.
+Why no writer thread: under gevent it was a greenlet, and so was the flush after it. Each
+capture waited for the writer's turn on the event loop, then for the flusher's, each behind
+every request handler that was ready to run; at half of the peak load those turns were most of
+the time between a capture's arrival and its commit being on disk (BENCHMARKS.md). The leader
+is a greenlet that is already running.
 """
 
 from __future__ import annotations
@@ -30,11 +35,14 @@ Result = TypeVar("Result")
 
 
 class _Pending(Generic[Row, Result]):
-    __slots__ = ("row", "done", "result", "error")
+    __slots__ = ("row", "wake", "settled", "leads", "result", "error")
 
     def __init__(self, row: Row) -> None:
         self.row = row
-        self.done = threading.Event()
+        #: Set once the row is settled, or when its caller is to lead the next batch.
+        self.wake = threading.Event()
+        self.settled = False
+        self.leads = False
         self.result: Result | None = None
         self.error: BaseException | None = None
 
@@ -46,14 +54,14 @@ class CommitBatcher(Generic[Row, Result]):
     """Commit rows in batches; ``submit`` blocks until the caller's row is durable.
 
     ``commit`` stores a batch and returns one result per row. ``sync``, when given, makes every
-    commit so far durable (it may block; hand it to a native thread). ``published`` is called
-    with each durable batch and its results before the callers are released (live updates).
-    ``linger_seconds`` makes every batch wait that long for more rows; ``idle_max_seconds``
-    (gevent only) lets a batch wait up to that long for the event loop to run out of other work.
+    commit so far durable; it runs after each commit. ``published`` is called with each durable
+    batch and its results before the callers are released (live updates). ``linger_seconds``
+    makes every batch wait that long for more rows; ``idle_max_seconds`` (gevent only) lets a
+    batch wait up to that long for the event loop to run out of other work.
 
-    Only deques and events are shared between callers and the writer: both are cheap under
-    gevent's monkey-patching, where a ``threading.Condition`` is a pure-Python lock dance that
-    cost more per capture than the commit itself.
+    A lock guards the queue and who leads; events wake the callers. Under gevent's patching
+    both are cheap, where a ``threading.Condition`` is a pure-Python dance that once cost more
+    per capture than the commit itself.
     """
 
     def __init__(
@@ -72,14 +80,12 @@ class CommitBatcher(Generic[Row, Result]):
         self._batch_max = max(1, batch_max)
         self._linger = linger_seconds
         self._idle_max = idle_max_seconds
-        self._idle: Any = None  # this process's gevent idle watcher, made by the writer
+        self._idle: Any = None  # this process's gevent idle watcher
         self._idle_pid = 0
         self._queue: deque[_Pending[Row, Result]] = deque()
-        self._work = threading.Event()
-        self._unsynced: deque[tuple[_Batch, list[Result]]] = deque()
-        self._sync_work = threading.Event()
-        self._start_lock = threading.Lock()
-        self._writer_pid = 0
+        self._lock = threading.Lock()
+        self._leading = False
+        self._pid = os.getpid()
         self.batches = 0
         self.rows = 0
         self.syncs = 0
@@ -91,44 +97,63 @@ class CommitBatcher(Generic[Row, Result]):
         or not surely.
         """
         pending: _Pending[Row, Result] = _Pending(row)
-        # A pid check rather than Thread.is_alive(): under gevent's monkey-patching that takes a
-        # pure-Python lock, a measurable share of a capture. The writer threads never return
-        # (see ``_run``), so only a fork leaves a process without them.
-        if self._writer_pid != os.getpid():
-            self._start_writer()
-        self._queue.append(pending)
-        self._work.set()
-        pending.done.wait()
+        with self._lock:
+            if self._pid != os.getpid():
+                # A forked child: whatever its parent had under way is not its business.
+                self._pid, self._queue, self._leading = os.getpid(), deque(), False
+            self._queue.append(pending)
+            pending.leads = not self._leading
+            self._leading = True
+        while not pending.settled:
+            if pending.leads:
+                pending.leads = False
+                self._lead(pending)
+            else:
+                pending.wake.wait()
+                pending.wake.clear()
         if pending.error is not None:
             raise pending.error
         return pending.result  # type: ignore[return-value]
 
-    def _start_writer(self) -> None:
-        # Started lazily, and again after a fork: gunicorn forks workers after the app is built,
-        # and threads do not survive a fork.
-        with self._start_lock:
-            if self._writer_pid != os.getpid():
-                self._unsynced.clear()
-                threading.Thread(target=self._run, name="hookbin-writer", daemon=True).start()
-                if self._sync is not None:
-                    threading.Thread(
-                        target=self._sync_run, name="hookbin-sync", daemon=True
-                    ).start()
-                self._writer_pid = os.getpid()
+    def _lead(self, own: _Pending[Row, Result]) -> None:
+        """Commit batches until ``own`` is settled, then hand the lead to the oldest waiter."""
+        batch: _Batch = []
+        try:
+            while True:
+                self._gather()
+                with self._lock:
+                    queue = self._queue
+                    batch = [queue.popleft() for _ in range(min(len(queue), self._batch_max))]
+                self._store(batch)
+                with self._lock:
+                    if not self._queue:
+                        self._leading = False
+                        return
+                    if own.settled:
+                        self._hand_over()
+                        return
+        except BaseException as exc:
+            # The leading greenlet was killed (or worse) mid-batch: its batch is not known to
+            # be stored, and the others must not wait for a leader that is gone.
+            self._fail([p for p in batch if not p.settled], exc)
+            with self._lock:
+                if self._queue:
+                    self._hand_over()
+                else:
+                    self._leading = False
+            raise
 
-    def _take_batch(self) -> _Batch:
-        while not self._queue:
-            self._work.wait()
-            # Cleared before the queue is read: a row appended after this point sets the event
-            # again, so no wake-up is lost.
-            self._work.clear()
+    def _hand_over(self) -> None:
+        # Under the lock: the oldest waiter leads the next batch.
+        successor = self._queue[0]
+        successor.leads = True
+        successor.wake.set()
+
+    def _gather(self) -> None:
         if self._linger > 0:
             time.sleep(self._linger)
         if len(self._queue) < self._batch_max:
             self._until_loop_idle()
-
-        queue = self._queue
-        return [queue.popleft() for _ in range(min(len(queue), self._batch_max))]
 
     def _until_loop_idle(self) -> None:
         """Under gevent: wait until the event loop has nothing else to run, at most ``idle_max``.
@@ -153,41 +178,24 @@ class CommitBatcher(Generic[Row, Result]):
         finally:
             self._idle.stop()
 
-    def _run(self) -> None:
-        while True:
-            batch = self._take_batch()
+    def _store(self, batch: _Batch) -> None:
+        try:
+            results = self._commit([p.row for p in batch])
+        except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
+            log.exception("commit of %d captured requests failed", len(batch))
+            self._fail(batch, exc)
+            return
+        self.batches += 1
+        self.rows += len(batch)
+        if self._sync is not None:
             try:
-                results = self._commit([p.row for p in batch])
-            except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
-                log.exception("commit of %d captured requests failed", len(batch))
-                self._fail(batch, exc)
-                continue
-            self.batches += 1
-            self.rows += len(batch)
-            if self._sync is None:
-                self._release(batch, results)
-            else:
-                self._unsynced.append((batch, results))
-                self._sync_work.set()
-
-    def _sync_run(self) -> None:
-        while True:
-            while not self._unsynced:
-                self._sync_work.wait()
-                self._sync_work.clear()
-            # Everything committed up to now; commits that land during the flush wait for the
-            # next one.
-            done = [self._unsynced.popleft() for _ in range(len(self._unsynced))]
-            try:
-                self._sync()  # type: ignore[misc]
+                self._sync()
             except Exception as exc:  # noqa: BLE001 - not known durable: never acknowledge
-                log.exception("flushing %d committed batches to disk failed", len(done))
-                for batch, _ in done:
-                    self._fail(batch, exc)
-                continue
+                log.exception("flushing %d committed captures to disk failed", len(batch))
+                self._fail(batch, exc)
+                return
             self.syncs += 1
-            for batch, results in done:
-                self._release(batch, results)
+        self._release(batch, results)
 
     def _release(self, batch: _Batch, results: list[Result]) -> None:
         if self._published is not None:
@@ -197,10 +205,12 @@ class CommitBatcher(Generic[Row, Result]):
                 log.exception("publishing %d captured requests failed", len(batch))
         for p, result in zip(batch, results, strict=True):
             p.result = result
-            p.done.set()
+            p.settled = True
+            p.wake.set()
 
     @staticmethod
     def _fail(batch: _Batch, exc: BaseException) -> None:
         for p in batch:
             p.error = exc
-            p.done.set()
+            p.settled = True
+            p.wake.set()

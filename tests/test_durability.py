@@ -178,14 +178,14 @@ def test_a_failed_flush_acknowledges_nothing_and_the_next_one_works() -> None:
     assert published == [["b"]]
 
 
-def test_one_flush_covers_every_batch_committed_while_the_previous_flush_ran() -> None:
+def test_captures_that_arrive_during_a_flush_share_the_next_commit_and_flush() -> None:
     gate = threading.Event()
     flushes: list[int] = []
 
     def sync() -> None:
         flushes.append(len(flushes))
         if len(flushes) == 1:
-            assert gate.wait(5)  # a slow disk: commits go on meanwhile
+            assert gate.wait(5)  # a slow disk: captures keep arriving meanwhile
 
     commits: list[list[int]] = []
 
@@ -193,19 +193,61 @@ def test_one_flush_covers_every_batch_committed_while_the_previous_flush_ran() -
         commits.append(list(rows))
         return [r * 2 for r in rows]
 
-    batcher: CommitBatcher[int, int] = CommitBatcher(commit, sync=sync, batch_max=1)
+    batcher: CommitBatcher[int, int] = CommitBatcher(commit, sync=sync)
     with ThreadPoolExecutor(max_workers=20) as pool:
         first = pool.submit(batcher.submit, 0)
         while not flushes:
             threading.Event().wait(0.01)
         rest = [pool.submit(batcher.submit, i) for i in range(1, 20)]
-        while len(commits) < 20:
-            threading.Event().wait(0.01)
+        threading.Event().wait(0.3)
+        assert commits == [[0]], "nothing commits while the flush before it is under way"
+        assert not any(f.done() for f in rest)
         gate.set()
         assert first.result(5) == 0
         assert [f.result(5) for f in rest] == [i * 2 for i in range(1, 20)]
-    assert len(commits) == 20  # batch_max=1: one commit each
-    assert len(flushes) == 2, "the 19 commits made during the first flush share the second"
+    assert [sorted(c) for c in commits] == [[0], list(range(1, 20))]
+    assert len(flushes) == 2, "the 19 that waited share one commit and one flush"
+
+
+def test_a_leader_that_is_killed_mid_commit_fails_its_batch_and_hands_over() -> None:
+    class Killed(BaseException):
+        pass
+
+    calls: list[list[str]] = []
+    gate = threading.Event()
+
+    def commit(rows):
+        calls.append(list(rows))
+        if rows == ["doomed"]:
+            assert gate.wait(5)
+            raise Killed
+        return list(rows)
+
+    batcher: CommitBatcher[str, str] = CommitBatcher(commit)
+    outcomes: dict[str, object] = {}
+
+    def submit(row: str) -> None:
+        try:
+            outcomes[row] = batcher.submit(row)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertions
+            outcomes[row] = exc
+
+    threads = [threading.Thread(target=submit, args=("doomed",), daemon=True)]
+    threads[0].start()
+    while not calls:
+        threading.Event().wait(0.01)
+    threads += [threading.Thread(target=submit, args=(f"w{i}",), daemon=True) for i in range(3)]
+    for t in threads[1:]:
+        t.start()
+    threading.Event().wait(0.2)
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert isinstance(outcomes["doomed"], Killed)
+    # Not stuck behind a leader that is gone: the oldest waiter leads the next batch.
+    assert [outcomes.get(f"w{i}") for i in range(3)] == ["w0", "w1", "w2"]
+    assert batcher.submit("next") == "next"
+    assert calls[0] == ["doomed"] and sorted(calls[1]) == ["w0", "w1", "w2"]
 
 
 def _capture(bin_id: str, body: bytes) -> store.Capture:
