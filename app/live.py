@@ -1,8 +1,10 @@
 """The per-process live hub: who is watching which bin, and fetching what is new for them.
 
-A wake-up for a bin (from this process's writer or from another process through the notifier)
-makes the hub read the rows after the lowest sequence any local viewer of that bin has seen - one
-query per bin, however many viewers - and hand each viewer the rows it has not seen yet. Sequences
+News of a bin (from this process's writer or from another process through the notifier) makes
+the hub read the rows after the lowest sequence any local viewer of that bin has seen - one query
+per bin, however many viewers - and hand each viewer the rows it has not seen yet. That is done at
+once by whoever brings the news (``deliver_now``); the hub's own dispatcher handles the rest:
+refills of viewers that fell behind, wake-ups for every bin, and the safety-net poll. Sequences
 become visible in order (see ``store.insert_captures``), so "after the last one I sent" is a gap-
 and duplicate-free cursor, also across reconnects.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -130,6 +132,9 @@ class Hub:
         # A lock and an event rather than a Condition, which is pure Python under gevent: every
         # commit of every process wakes the hub.
         self._lock = threading.Lock()
+        # One delivery at a time: two must not offer to the same viewer at once (real threads,
+        # outside gevent; under gevent a delivery does not yield, so this is never contended).
+        self._delivering = threading.Lock()
         self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -177,6 +182,30 @@ class Hub:
                 return
         self._wakeup.set()
 
+    def deliver_now(self, bin_ids: Iterable[str | None]) -> None:
+        """Feed this process's viewers of ``bin_ids`` in the calling thread (None: any bin).
+
+        Called with the news of new requests: by the capture writer after a commit, before it
+        releases the batch, and by the notifier's listener. Waking the dispatcher instead made
+        each frame wait for the dispatcher's turn on the event loop and then for the viewer's
+        turn behind the batch's own answers (BENCHMARKS.md); this way the viewers are woken
+        before those answers are. A bin nobody here watches costs a set lookup.
+        """
+        for bin_id in bin_ids:
+            if bin_id is None:
+                self.wake(None)
+                continue
+            with self._lock:
+                if bin_id not in self._viewers:
+                    continue
+                # Whatever the dispatcher was to do for this bin, this does now.
+                self._dirty.discard(bin_id)
+            try:
+                self._deliver(bin_id)
+            except Exception:  # noqa: BLE001 - the dispatcher tries again
+                log.exception("live update for bin %s failed", bin_id)
+                self.wake(bin_id)
+
     def _ensure_dispatcher(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._dispatch, name="hookbin-hub", daemon=True)
@@ -221,6 +250,10 @@ class Hub:
                 self._dirty.update(b for b in changed if b in self._viewers)
 
     def _deliver(self, bin_id: str) -> None:
+        with self._delivering:
+            self._deliver_locked(bin_id)
+
+    def _deliver_locked(self, bin_id: str) -> None:
         with self._lock:
             viewers = [
                 v for v in self._viewers.get(bin_id, ()) if v.last is not None and not v.lagging

@@ -63,7 +63,7 @@ class Services:
             return
         with self._lock:
             if self._started_pid != os.getpid():
-                self.notifier.start(self.hub.wake)
+                self.notifier.start(lambda bin_id: self.hub.deliver_now((bin_id,)))
                 self._started_pid = os.getpid()
         self.delivery.ensure_started()
 
@@ -200,9 +200,9 @@ def build_services(settings: Settings) -> Services:
 
     def published(batch: Sequence[store.Capture], results: list[store.Stored | None]) -> None:
         touched = sorted({c.bin_id for c, r in zip(batch, results, strict=True) if r is not None})
-        for bin_id in touched:
-            hub.wake(bin_id)
+        # The other processes first: their viewers' frames need not wait for ours.
         notifier.published(touched)
+        hub.deliver_now(touched)
 
     batcher: CommitBatcher[store.Capture, store.Stored | None] = CommitBatcher(
         insert,
