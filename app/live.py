@@ -130,7 +130,7 @@ class Hub:
         self._viewers: dict[str, set[Viewer]] = {}
         self._dirty: set[str] = set()
         # A lock and an event rather than a Condition, which is pure Python under gevent: every
-        # commit of every process wakes the hub.
+        # commit of every process reaches the hub.
         self._lock = threading.Lock()
         # One delivery at a time: two must not offer to the same viewer at once (real threads,
         # outside gevent; under gevent a delivery does not yield, so this is never contended).

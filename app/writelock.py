@@ -8,7 +8,7 @@ does better.
 Writers on a native thread (``app.dbwrites``) simply block in ``with lock:``; the kernel queues
 them. The capture writer commits on the event loop (see ``services.build_services``) and uses
 ``lock.cooperatively()``: the lock is tried without waiting, and while another process holds it
-the writer greenlet sleeps a fraction of a millisecond between tries, so the loop goes on
+the committing greenlet sleeps a fraction of a millisecond between tries, so the loop goes on
 serving requests. An earlier version waited in a blocking ``flock`` on a native thread; that
 thread got the lock and then had to win the GIL back from its own busy event loop, holding the
 lock for up to a GIL switch interval (5 ms) while the other worker's commit waited. Measured with

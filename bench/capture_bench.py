@@ -1,6 +1,6 @@
 """Capture-path benchmark: Hookbin on SQLite against a bare Flask route, and live push latency.
 
-Run from the project root (about 3-4 minutes with the defaults)::
+Run from the project root (about 5 minutes with the defaults)::
 
     .venv/bin/python bench/capture_bench.py
 
@@ -16,12 +16,18 @@ only extra rows allowed are requests still in flight when wrk stopped reading.
 
 Part B - push latency. Hookbin with N workers, M idle viewers (default 300) on other bins'
 ``/api/bins/<id>/stream`` websockets (one process, one selector loop, answering pings), one
-measuring viewer on the target bin (its own thread, blocking reads). A paced open-loop sender
-(another process, asyncio, raw HTTP/1.1 keep-alive connections) posts to the target bin at a fixed
-rate - by default half of Part A's median Hookbin throughput - for ~15 s, each request tagged
-``?n=<i>``. Push latency = monotonic time the viewer got the frame - monotonic time just before the
-request was written (CLOCK_MONOTONIC is system-wide on Linux, so both processes share it). The
-same run with 0 idle viewers is the comparison.
+measuring viewer on the target bin (its own thread, a small websocket client over a plain
+socket). A paced sender posts to the target bin at a fixed rate - by default half of Part A's
+median Hookbin throughput - for ~15 s, each request tagged ``?n=<i>``. Senders, in order (the
+first one's run with idle viewers is the target figure): ``wrk-poisson`` (paced wrk, exponential
+waits between a connection's requests: a Poisson stream), ``wrk`` (paced wrk, fixed waits:
+bursts), ``python`` (open-loop asyncio over raw keep-alive connections; costs the server a good
+part of a core). Push latency = when the frame reached the viewer's socket (the kernel's receive
+timestamp, ``SO_TIMESTAMPNS``) minus the request's ``received_at``; the time the viewer read it
+is reported beside it, and for the python sender send -> frame (CLOCK_MONOTONIC is system-wide
+on Linux, so both processes share it). Each sender runs with M and with 0 idle viewers, and the
+wrk senders once more against the bare route, whose answer times under the same load are the
+baseline.
 
 Results: a markdown table on stdout and in bench/results/latest.md (raw numbers in latest.json,
 server logs in bench/results/logs/).
