@@ -727,12 +727,13 @@ def sender_main(
 class MeasuringViewer(threading.Thread):
     """Receives the target bin's frames over a plain socket and stamps each one twice.
 
-    ``arrived``: when the kernel received the bytes that completed the frame (``SO_TIMESTAMPNS``,
-    CLOCK_REALTIME), i.e. when the frame reached the viewer's machine. ``read``: when this
-    program got to read it (``time.time()``), which adds however long this thread waited for a
-    core and for the GIL - on a two-core machine that the server, wrk and this process share,
-    several milliseconds at the tail. Both are reported. A small hand-written client (text
-    frames, pings, close; no extensions offered) so that each read's timestamp is at hand.
+    ``arrived``: when the kernel received the newest bytes of the read that completed the frame
+    (``SO_TIMESTAMPNS``, CLOCK_REALTIME; for a frame that came earlier in the same read, a little
+    late), i.e. when the frame reached the viewer's machine. ``read``: when this program got to
+    read it (``time.time()``), which adds however long this thread waited for a core and the GIL
+    on a machine that the server, wrk and this process share. Both are reported. A small
+    hand-written client (text frames, pings, close; no extensions offered) so that each read's
+    timestamp is at hand.
     """
 
     def __init__(self, url: str) -> None:
