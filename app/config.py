@@ -53,7 +53,7 @@ class Settings:
     sqlite_wal_limit_mb: float = 16.0
     #: Longest a commit waits, in milliseconds, for the worker to finish reading the requests
     #: that have already arrived, so they share it (it waits only while the worker is busy; an
-    #: idle worker commits at once). 0: commit as soon as the writer gets its turn.
+    #: idle worker commits at once). 0: commit what has queued up at once.
     commit_idle_max_ms: float = 5.0
     #: Largest number of captured requests committed in one transaction.
     commit_batch_max: int = 256
