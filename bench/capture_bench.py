@@ -62,7 +62,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -724,6 +724,18 @@ def sender_main(
         )
 
 
+class Frame(NamedTuple):
+    """One frame the measuring viewer got."""
+
+    #: time.monotonic() when it was read (to compare with the python sender's send times).
+    mono: float
+    #: Epoch seconds when the kernel received it (SO_TIMESTAMPNS).
+    arrived: float
+    #: Epoch seconds when the viewer read it.
+    read: float
+    text: str
+
+
 class MeasuringViewer(threading.Thread):
     """Receives the target bin's frames over a plain socket and stamps each one twice.
 
@@ -754,14 +766,13 @@ class MeasuringViewer(threading.Thread):
             if not chunk:
                 raise RuntimeError("measuring viewer: connection closed during the handshake")
             head += chunk
-        head, _, self._buf = head.partition(b"\r\n\r\n")
+        head, _, rest = head.partition(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101"):
             raise RuntimeError(f"measuring viewer: handshake refused: {head[:80]!r}")
-        self._buf = bytearray(self._buf)
+        self._buf = bytearray(rest)
         self.sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         self.sock.settimeout(0.5)
-        #: (time.monotonic() at read, kernel arrival epoch seconds, read epoch seconds, text).
-        self.frames: list[tuple[float, float, float, str]] = []
+        self.frames: list[Frame] = []
         self.stop_flag = threading.Event()
         self.error: str | None = None
         self._message = bytearray()
@@ -814,7 +825,7 @@ class MeasuringViewer(threading.Thread):
                 if fin:
                     text = self._message.decode()
                     self._message = bytearray()
-                    self.frames.append((mono, arrived, wall, text))
+                    self.frames.append(Frame(mono, arrived, wall, text))
 
     def _send(self, opcode: int, payload: bytes) -> None:
         mask = os.urandom(4)
@@ -1006,29 +1017,30 @@ def push_run(
         srv.stop()
 
     stored = _stored_ns(srv.db_path, target) if srv.db_path else set()
-    recv: dict[int, tuple[float, float, float, str]] = {}
+    recv: dict[int, Frame] = {}
     dup = foreign = 0
     for frame in viewer.frames:
-        n = _frame_n(frame[3])
+        n = _frame_n(frame.text)
         if n is None:
             foreign += 1
         elif n in recv:
             dup += 1
         else:
             recv[n] = frame
+    requests = {n: json.loads(f.text)["request"] for n, f in recv.items()}
     # Capture -> frame: when the frame reached the viewer's socket (kernel receive timestamp) or
     # when the viewer read it, minus the request's received_at, stamped by the server as it
     # captured the request (millisecond precision). All three are CLOCK_REALTIME.
-    captured = {n: _wall(json.loads(f[3])["request"]["received_at"]) for n, f in recv.items()}
-    capture_lat = [(recv[n][1] - t) * 1000 for n, t in captured.items()]
-    read_lat = [(recv[n][2] - t) * 1000 for n, t in captured.items()]
+    captured = {n: _wall(r["received_at"]) for n, r in requests.items()}
+    capture_lat = [(recv[n].arrived - t) * 1000 for n, t in captured.items()]
+    read_lat = [(recv[n].read - t) * 1000 for n, t in captured.items()]
     send_lat: list[float] = []
     id_mismatch = 0
     if sent["t_send"] is not None:
         for n in recv:
             if n < len(sent["t_send"]) and sent["status"][n] == 200:
-                send_lat.append((recv[n][0] - sent["t_send"][n]) * 1000)
-                if json.loads(recv[n][3])["request"]["id"] != sent["request_id"][n]:
+                send_lat.append((recv[n].mono - sent["t_send"][n]) * 1000)
+                if requests[n]["id"] != sent["request_id"][n]:
                     id_mismatch += 1
     nan = float("nan")
     result = {

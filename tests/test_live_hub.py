@@ -48,9 +48,14 @@ class CountingHub:
     def __init__(self, engine, poll_seconds: float) -> None:
         self.fetches: list[str] = []
         self.polls = 0
+        #: How many of the next fetches fail, as with a database that went away.
+        self.failing = 0
 
         def fetch_after(bin_id: str, after: int, limit: int):
             self.fetches.append(bin_id)
+            if self.failing:
+                self.failing -= 1
+                raise RuntimeError("database went away")
             return store.requests_after(engine, bin_id, after, limit=limit)
 
         def changed_since(after: int):
@@ -145,29 +150,15 @@ def test_deliveries_from_several_threads_queue_each_request_once(engine) -> None
 
 
 def test_a_failed_delivery_is_left_to_the_dispatcher(engine) -> None:
-    failures: list[int] = []
-    real = store.requests_after
-
-    def flaky(bin_id: str, after: int, limit: int):
-        if failures:
-            failures.pop()
-            raise RuntimeError("database went away")
-        return real(engine, bin_id, after, limit=limit)
-
-    hub = Hub(
-        fetch_after=flaky,
-        last_seq=lambda b: store.last_seq(engine, b),
-        poll_seconds=30,
-        high_water=lambda: store.high_water(engine),
-        changed_since=lambda after: store.bins_changed_since(engine, after),
-    )
+    counting = CountingHub(engine, poll_seconds=30)
+    hub = counting.hub
     bin_id = store.create_bin(engine)["id"]
     viewer = hub.subscribe(bin_id, None)
     time.sleep(0.2)  # the subscription's own catch-up fetch is done
     [stored] = store.insert_captures(engine, [_capture(bin_id)])
-    failures.append(1)
+    counting.failing = 1
     hub.deliver_now([bin_id])  # its fetch fails: the dispatcher is woken to try again
-    assert not failures
+    assert not counting.failing
     item = viewer.get(timeout=3)
     assert item is not None and item["id"] == stored.id
 
