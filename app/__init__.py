@@ -10,9 +10,12 @@ from app.config import PROJECT_ROOT, Settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory: build a Hookbin app for ``settings`` (default: from the environment)."""
-    from app import api, assets, binsfile, security, stream, web, webreplay
-    from app.capture import CaptureDispatcher, make_capture_app
-    from app.services import build_services
+    from app.bins import binsfile
+    from app.capture.handler import CaptureDispatcher, make_capture_app
+    from app.web import api, assets, security, stream
+    from app.web import pages as web
+    from app.web import replay_pages as webreplay
+    from app.wiring import build_services
 
     settings = settings or Settings.from_env()
     app = Flask(

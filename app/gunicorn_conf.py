@@ -7,8 +7,9 @@ starved the gthread worker in our measurements.
 
 from __future__ import annotations
 
-from app import lifecycle, wireheaders
+from app.capture import wireheaders
 from app.config import Settings
+from app.core import lifecycle
 
 worker_class = "gevent"
 worker_connections = 2000

@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from app import lifecycle
+from app.core import lifecycle
 from app.gunicorn_conf import *  # noqa: F403
 
 _stalls: list[float] = []

@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import store  # noqa: E402
-from app.db import make_engine  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
-from app.writelock import FileWriteLock, writer_lock_path  # noqa: E402
+from app.storage import store  # noqa: E402
+from app.storage.db import make_engine  # noqa: E402
+from app.storage.migrate import upgrade  # noqa: E402
+from app.storage.writelock import FileWriteLock, writer_lock_path  # noqa: E402
 
 BODY = b'{"event":"bench.capture","pad":"' + b"x" * (1024 - 34) + b'"}'
 HEADERS = [

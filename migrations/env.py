@@ -7,7 +7,7 @@ from logging.config import fileConfig
 from alembic import context
 
 from app.config import Settings
-from app.db import make_engine, metadata
+from app.storage.db import make_engine, metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

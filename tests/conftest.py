@@ -172,7 +172,7 @@ def postgres_url() -> Iterator[str]:
     name = f"hookbin_test_{secrets.token_hex(4)}"
     admin.execute(f'CREATE DATABASE "{name}"')
     url = make_url(base).set(database=name).render_as_string(hide_password=False)
-    from app.migrate import upgrade
+    from app.storage.migrate import upgrade
 
     upgrade(url)
     try:

@@ -16,8 +16,14 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from app import answers
-from app.answers import AnswerError, Incoming, path_matches, render_template, validate_responses
+from app.rules import answers
+from app.rules.answers import (
+    AnswerError,
+    Incoming,
+    path_matches,
+    render_template,
+    validate_responses,
+)
 from tests.conftest import Server, raw_http, start_server
 
 
@@ -565,7 +571,7 @@ def test_json_field_indexes_are_ascii_digits() -> None:
 
 
 def test_settings_form_refuses_deeply_nested_rules_json() -> None:
-    from app import answerform
+    from app.rules import form as answerform
 
     with pytest.raises(ValueError, match="rules are not valid JSON: nested too deeply"):
         answerform.from_form({answerform.MARKER: "1", "resp_rules": "[" * 100_000})
@@ -581,12 +587,12 @@ def test_json_equals_must_be_a_finite_number(value: float) -> None:
 
 
 def test_rule_counter_is_atomic_across_processes_sharing_the_file(tmp_path: Path) -> None:
-    from app import store
     from app.config import Settings
-    from app.db import make_engine, rule_hits
-    from app.dbwrites import SerialWrites
-    from app.migrate import upgrade
-    from app.rulehits import BinGone, RuleHits
+    from app.rules.hits import BinGone, RuleHits
+    from app.storage import store
+    from app.storage.db import make_engine, rule_hits
+    from app.storage.migrate import upgrade
+    from app.storage.writes import SerialWrites
 
     url = f"sqlite:///{tmp_path / 'hits.sqlite3'}"
     upgrade(url)
@@ -625,11 +631,11 @@ def test_rule_counter_is_atomic_across_processes_sharing_the_file(tmp_path: Path
 
 @pytest.mark.postgres
 def test_rule_counter_on_postgres(postgres_url: str) -> None:
-    from app import store
     from app.config import Settings
-    from app.db import make_engine
-    from app.dbwrites import SerialWrites
-    from app.rulehits import BinGone, RuleHits
+    from app.rules.hits import BinGone, RuleHits
+    from app.storage import store
+    from app.storage.db import make_engine
+    from app.storage.writes import SerialWrites
 
     engine = make_engine(postgres_url)
     try:
@@ -1039,9 +1045,10 @@ def test_a_bug_in_the_rules_never_costs_the_capture(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An unexpected error while deciding the answer still stores the request (answered 500)."""
-    from app import answers, create_app
+    from app import create_app
     from app.config import Settings
-    from app.migrate import upgrade
+    from app.rules import answers
+    from app.storage.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'bug.sqlite3'}"
     upgrade(url)

@@ -10,7 +10,7 @@ import zlib
 
 import pytest
 
-from app.bodyview import BodyView, Part, build_view, hex_dump, human_size
+from app.inspect.bodyview import BodyView, Part, build_view, hex_dump, human_size
 
 JSON = [("Content-Type", "application/json")]
 KINDS = {"empty", "json", "form", "multipart", "text", "binary"}

@@ -15,13 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app import store
 from app.config import Settings
-from app.db import make_engine
-from app.migrate import upgrade
-from app.services import build_services
-from app.walsync import Checkpointer
-from app.writer import CommitBatcher
+from app.storage import store
+from app.storage.batcher import CommitBatcher
+from app.storage.db import make_engine
+from app.storage.migrate import upgrade
+from app.storage.walsync import Checkpointer
+from app.wiring import build_services
 from tests.conftest import ROOT, start_server
 
 
@@ -317,7 +317,7 @@ def test_the_checkpointer_copies_the_log_into_the_database_file(tmp_path: Path) 
 _IDLE_BATCHING = """
 from gevent import monkey; monkey.patch_all()
 import gevent, json, sys, time
-from app.writer import CommitBatcher
+from app.storage.batcher import CommitBatcher
 batches = []
 def commit(rows):
     batches.append(list(rows))

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from app import fastjson
+from app.core import fastjson
 
 VALUES = [
     [["Host", "example.com"], ["X-Twice", "a"], ["X-Twice", "b"]],

@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app import forwardqueue, store
-from app.db import make_engine
+from app.delivery import queue as forwardqueue
+from app.storage import store
+from app.storage.db import make_engine
 from tests.conftest import Server, free_port, start_server
 
 

@@ -15,10 +15,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from app import forwardqueue as fq
-from app import store
-from app.db import forward_queue, make_engine, requests
-from app.migrate import upgrade
+from app.delivery import queue as fq
+from app.storage import store
+from app.storage.db import forward_queue, make_engine, requests
+from app.storage.migrate import upgrade
 
 DELAYS = (1.0, 2.0, 4.0)
 LEASE = 30.0

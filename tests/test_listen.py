@@ -24,8 +24,8 @@ import httpx
 import pytest
 import websocket
 
-from app import listen
-from app.outbound.client import OutboundResult
+from app.cli import listen
+from app.delivery.client import OutboundResult
 from tests.conftest import ROOT, Server, free_port, start_server
 from tests.echo import EchoTarget, Received, start_echo
 
@@ -790,7 +790,7 @@ def test_stream_handshake_refusals_at_start(tmp_path: Path, status: int, code: i
 
 def test_random_bin_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
     """``hookbin listen -rX...`` would read the bin id as an option: such ids are drawn again."""
-    from app import store
+    from app.storage import store
 
     draws = iter(["-rAbCdEfGhIjKlMnOpQrStU", "rAbCdEfGhIjKlMnOpQrStU"])
     monkeypatch.setattr(store.secrets, "token_urlsafe", lambda _n: next(draws))

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from app import store
-from app.db import make_engine
-from app.live import Hub, Viewer
-from app.migrate import upgrade
-from app.writelock import FileWriteLock, LockTimeout
+from app.live.hub import Hub, Viewer
+from app.storage import store
+from app.storage.db import make_engine
+from app.storage.migrate import upgrade
+from app.storage.writelock import FileWriteLock, LockTimeout
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from app.db import make_engine, metadata
-from app.migrate import downgrade, upgrade
+from app.storage.db import make_engine, metadata
+from app.storage.migrate import downgrade, upgrade
 from tests.conftest import ROOT
 
 

@@ -22,8 +22,9 @@ import httpx
 import pytest
 from flask import Flask
 
-from app import binsfile, names
-from app.binsfile import BinsFileError, FileBin
+from app.bins import binsfile, names
+from app.bins.binsfile import BinsFileError, FileBin
+from app.rules import answers
 from tests.conftest import ROOT, Server, free_port, start_server
 from tests.echo import EchoTarget, start_echo
 
@@ -172,7 +173,7 @@ def test_names_at_the_edges_of_the_rule_are_accepted(shared_server: Server, name
 def flask_app(tmp_path: Path) -> Iterator[Flask]:
     from app import create_app
     from app.config import Settings
-    from app.migrate import upgrade
+    from app.storage.migrate import upgrade
 
     url = f"sqlite:///{tmp_path}/x.sqlite3"
     upgrade(url)
@@ -537,7 +538,7 @@ def test_create_app_refuses_a_broken_file_too(tmp_path: Path) -> None:
     """Started without ``hookbin serve`` (e.g. ``gunicorn app.wsgi:app``), the app still refuses."""
     from app import create_app
     from app.config import Settings
-    from app.migrate import upgrade
+    from app.storage.migrate import upgrade
 
     url = f"sqlite:///{tmp_path}/x.sqlite3"
     upgrade(url)
@@ -616,9 +617,6 @@ def test_an_env_secret_that_is_not_text_is_refused_without_echoing_it(tmp_path: 
 
 
 def test_responses_in_the_bins_file_are_checked_by_the_answers_module(tmp_path: Path) -> None:
-    answers = pytest.importorskip(
-        "app.answers", reason="response rules (app.answers) not built yet"
-    )
     bins_file = tmp_path / "bins.toml"
     bins_file.write_text("[bins.answering]\nresponses = 5\n", encoding="utf-8")
     with pytest.raises(BinsFileError) as caught:
@@ -661,7 +659,6 @@ answer = { status = 204 }
 
 
 def test_bins_file_responses_answer_on_the_capture_url(tmp_path: Path, sqlite_url: str) -> None:
-    pytest.importorskip("app.answers", reason="response rules (app.answers) not built yet")
     bins_file = tmp_path / "bins.toml"
     bins_file.write_text(
         """
@@ -681,7 +678,6 @@ default = { status = 202, content_type = "text/plain", body = "queued" }
 
 
 def test_readme_example_is_a_valid_bins_file(tmp_path: Path) -> None:
-    pytest.importorskip("app.answers", reason="the example has response rules (app.answers)")
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("### Named bins and the bins file", 1)[1]
     example = section.split("```toml\n", 1)[1].split("```", 1)[0]
@@ -708,7 +704,7 @@ def test_readme_example_is_a_valid_bins_file(tmp_path: Path) -> None:
 
 def _sync_concurrently(database_url: str, defined: list[FileBin], copies: int = 6) -> None:
     """Apply ``defined`` from ``copies`` engines (as separate workers would), all at once."""
-    from app.db import make_engine
+    from app.storage.db import make_engine
 
     engines = [make_engine(database_url) for _ in range(copies)]
     start = threading.Barrier(copies)
@@ -732,8 +728,8 @@ def _sync_concurrently(database_url: str, defined: list[FileBin], copies: int = 
 
 
 def check_concurrent_sync(database_url: str) -> None:
-    from app import store
-    from app.db import make_engine
+    from app.storage import store
+    from app.storage.db import make_engine
 
     engine = make_engine(database_url)
     try:
@@ -777,7 +773,7 @@ def check_concurrent_sync(database_url: str) -> None:
 
 
 def test_concurrent_starts_apply_the_file_once_on_sqlite(sqlite_url: str) -> None:
-    from app.migrate import upgrade
+    from app.storage.migrate import upgrade
 
     upgrade(sqlite_url)
     check_concurrent_sync(sqlite_url)

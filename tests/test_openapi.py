@@ -51,7 +51,7 @@ def openapi_path(rule: str) -> str:
 def app(tmp_path: Path) -> Iterator[Flask]:
     from app import create_app
     from app.config import Settings
-    from app.migrate import upgrade
+    from app.storage.migrate import upgrade
 
     url = f"sqlite:///{tmp_path}/x.sqlite3"
     upgrade(url)

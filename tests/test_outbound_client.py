@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from app.outbound.client import final_url, replay_headers, send
-from app.outbound.policy import TargetPolicy, VettedTarget, vet_target
+from app.delivery.client import final_url, replay_headers, send
+from app.delivery.policy import TargetPolicy, VettedTarget, vet_target
 
 Handler = Callable[[socket.socket, "Received"], None]
 

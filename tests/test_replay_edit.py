@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import pytest
 
-from app.diffview import MAX_HEX_BYTES, Side, body_lines, compare, diff_lines
+from app.inspect.diff import MAX_HEX_BYTES, Side, body_lines, compare, diff_lines
 from tests.conftest import Server
 from tests.echo import EchoTarget, Received, start_echo
 

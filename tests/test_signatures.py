@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from app.signatures import MISMATCH, PROVIDERS, Verdict, detect_provider, sign, verify
+from app.signing.signatures import MISMATCH, PROVIDERS, Verdict, detect_provider, sign, verify
 
 NOW = 1_700_000_000.0
 JSON_BODY = b'{"id":"evt_1","object":"event","type":"ping","data":{"object":{"n":1}}}'

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from app import store
-from app.db import make_engine
-from app.migrate import upgrade
+from app.storage import store
+from app.storage.db import make_engine
+from app.storage.migrate import upgrade
 
 
 def _captures(bin_id: str) -> list[store.Capture]:

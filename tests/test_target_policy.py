@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from app.outbound.policy import TargetPolicy, TargetRefused, VettedTarget, vet_target
+from app.delivery.policy import TargetPolicy, TargetRefused, VettedTarget, vet_target
 
 OPEN = TargetPolicy(allow_private=True)
 CLOSED = TargetPolicy(allow_private=False)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import websocket
 
-from app.deliveries import delivery_of
+from app.capture.delivery_ids import delivery_of
 from tests.conftest import Server
 
 stripe = pytest.importorskip("stripe", reason="the stripe library is a test dependency")

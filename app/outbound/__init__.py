@@ -1,1 +1,0 @@
-"""Outbound requests (forward and replay): target vetting against SSRF and a careful HTTP client."""

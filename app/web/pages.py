@@ -1,0 +1,344 @@
+"""The browser UI: thin views over ``store`` and ``replay``, rendered by Jinja (autoescaped)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from app.bins import names
+from app.capture.handler import CAPTURE_PREFIX
+from app.delivery.queue import describe, retry_now, state_of
+from app.delivery.replay import TargetRefused, replay
+from app.inspect.bodyview import build_view, hex_dump, human_size
+from app.rules import form as answerform
+from app.signing import verdicts
+from app.signing.signatures import PROVIDERS
+from app.storage import store
+from app.web.urls import capture_url
+from app.wiring import current_services
+
+bp = Blueprint("web", __name__)
+
+_HEX_CAP = 64 * 1024
+
+
+@bp.app_context_processor
+def _signing_providers() -> dict[str, Any]:
+    return {"providers": ("auto", *PROVIDERS)}
+
+
+@bp.app_template_global("responses_fields")
+def _responses_fields(bin_: dict[str, Any]) -> dict[str, str]:
+    return answerform.to_form(bin_.get("responses"))
+
+
+@bp.app_context_processor
+def _responses_placeholder() -> dict[str, Any]:
+    return {"rules_placeholder": answerform.RULES_PLACEHOLDER}
+
+
+@bp.app_template_filter("size")
+def _size(n: int) -> str:
+    return human_size(n)
+
+
+@bp.app_errorhandler(404)
+def _not_found(_exc: Exception) -> tuple[Response | str, int]:
+    # The API answers its own 404s in JSON; everything else is a person with a browser, often
+    # holding a bin address that was mistyped or whose bin was deleted.
+    if request.path.startswith("/api/") or request.path.startswith(CAPTURE_PREFIX):
+        return current_app.json.response({"error": "not found"}), 404
+    bin_id = (request.view_args or {}).get("bin_id")
+    return render_template("not_found.html", bin_id=bin_id), 404
+
+
+def _bin_or_404(bin_id: str) -> dict[str, Any]:
+    found = store.get_bin(current_services().engine, bin_id)
+    if found is None:
+        abort(404)
+    return found
+
+
+def _request_in_bin(bin_id: str, request_id: str) -> dict[str, Any]:
+    item = store.get_request(current_services().engine, request_id)
+    if item is None or item["bin_id"] != bin_id:
+        abort(404)
+    return item
+
+
+def _is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[dict[str, Any], int]:
+    """Liveness for load balancers and container health checks: is the database answering?"""
+    try:
+        store.ping(current_services().engine)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
+        return {"ok": False, "error": type(exc).__name__}, 503
+    return {"ok": True}, 200
+
+
+@bp.get("/")
+def index() -> str:
+    """Landing page with the one button that makes a bin."""
+    return render_template("index.html")
+
+
+@bp.post("/bins")
+def create_bin() -> Response | tuple[str, int]:
+    """Create a bin (named when the form gives a name) and go to its page."""
+    name = (request.form.get("name") or "").strip()
+    try:
+        created = names.create_bin(current_services().engine, name or None, current_app.url_map)
+    except names.NameRefused as exc:
+        # Back to the form, with what was typed and why it cannot be used.
+        return render_template("index.html", name=name, name_error=str(exc)), exc.status
+    return redirect(url_for("web.bin_page", bin_id=created["id"]), code=303)
+
+
+def _page_context(bin_: dict[str, Any]) -> dict[str, Any]:
+    services = current_services()
+    limit = services.settings.page_size
+    items = services.with_verdicts(
+        bin_, store.list_requests(services.engine, bin_["id"], limit=limit)
+    )
+    return {
+        "bin": bin_,
+        "capture_url": capture_url(bin_["id"]),
+        "items": items,
+        "more": items[-1]["id"] if len(items) == limit else None,
+        "total": store.count_requests(services.engine, bin_["id"]),
+    }
+
+
+@bp.get("/bins/<bin_id>")
+def bin_page(bin_id: str) -> str:
+    """A bin: its capture URL, the live list of requests, the detail pane."""
+    return render_template("bin.html", **_page_context(_bin_or_404(bin_id)), detail=None)
+
+
+@bp.get("/bins/<bin_id>/r/<request_id>")
+def request_page(bin_id: str, request_id: str) -> str:
+    """A bin's page with one request opened (a link that can be shared within a team)."""
+    bin_ = _bin_or_404(bin_id)
+    detail = _detail_context(bin_, _request_in_bin(bin_id, request_id))
+    return render_template("bin.html", **{**_page_context(bin_), **detail}, detail=True)
+
+
+@bp.get("/bins/<bin_id>/rows")
+def older_rows(bin_id: str) -> str:
+    """The next page of older requests (htmx "load more")."""
+    bin_ = _bin_or_404(bin_id)
+    services = current_services()
+    before = store.seq_from_id(request.args.get("before", ""))
+    limit = services.settings.page_size
+    items = services.with_verdicts(
+        bin_, store.list_requests(services.engine, bin_id, limit=limit, before_seq=before)
+    )
+    more = items[-1]["id"] if len(items) == limit else None
+    return render_template("fragments/rows.html", items=items, bin_id=bin_id, more=more)
+
+
+def _detail_context(bin_: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    services = current_services()
+    engine = services.engine
+    services.with_verdicts(bin_, [item])
+    body = store.get_body(engine, item["seq"])
+    hex_lines, hex_truncated = hex_dump(body, _HEX_CAP)
+    from urllib.parse import parse_qsl
+
+    return {
+        "bin": bin_,
+        "item": item,
+        "query": parse_qsl(item["query_string"], keep_blank_values=True),
+        "view": build_view(body, [(h[0], h[1]) for h in item["headers"]]),
+        "hex_lines": hex_lines,
+        "hex_truncated": hex_truncated,
+        "attempts": store.list_attempts(engine, item["seq"]),
+        "target": bin_["forward_url"] or "http://localhost:3000",
+        "forward": _forward(state_of(engine, item["seq"])),
+    }
+
+
+def _forward(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An auto-forward state with its one-line summary, for ``fragments/forward.html``."""
+    return None if state is None else {**state, "summary": describe(state)}
+
+
+@bp.get("/bins/<bin_id>/requests/<request_id>/forward")
+def forward_state(bin_id: str, request_id: str) -> str:
+    """The auto-forward state block of a request (htmx fragment, reloads while pending).
+
+    ``seen`` is how many attempts the page lists: when tries were made since, the attempts list
+    comes along (out-of-band), so the page never says "gave up after 6 tries" over three.
+    """
+    item = _request_in_bin(bin_id, request_id)
+    engine = current_services().engine
+    forward = _forward(state_of(engine, item["seq"]))
+    attempts = store.list_attempts(engine, item["seq"])
+    seen = request.args.get("seen", type=int)
+    changed = seen is not None and seen != len(attempts)
+    return render_template(
+        "fragments/forward.html",
+        item=item,
+        forward=forward,
+        attempts=attempts,
+        attempts_oob=changed,
+    )
+
+
+@bp.post("/bins/<bin_id>/requests/<request_id>/forward/retry")
+def retry_forward(bin_id: str, request_id: str) -> str:
+    """The "Retry now" button: make the forward due at once, or re-open one given up on."""
+    item = _request_in_bin(bin_id, request_id)
+    services = current_services()
+    forward = _forward(services.writes.run(retry_now, item["seq"]))
+    services.delivery.wake()
+    attempts = store.list_attempts(services.engine, item["seq"])
+    return render_template(
+        "fragments/forward.html", item=item, forward=forward, attempts=attempts, attempts_oob=True
+    )
+
+
+@bp.get("/bins/<bin_id>/requests/<request_id>")
+def request_detail(bin_id: str, request_id: str) -> str:
+    """The detail pane of one request (htmx fragment)."""
+    bin_ = _bin_or_404(bin_id)
+    detail = _detail_context(bin_, _request_in_bin(bin_id, request_id))
+    return render_template("fragments/detail.html", **detail)
+
+
+@bp.post("/bins/<bin_id>/requests/<request_id>/replay")
+def replay_request(bin_id: str, request_id: str) -> str | tuple[str, int]:
+    """Replay from the page; answers with the refreshed attempts list."""
+    bin_ = _bin_or_404(bin_id)
+    item = _request_in_bin(bin_id, request_id)
+    url = (request.form.get("url") or "").strip()
+    services = current_services()
+    error: str | None = None
+    new_target: str | None = None
+    if not url:
+        error = "Give a target URL."
+    else:
+        new_target = remember_target(bin_, url)
+        try:
+            replay(services, item, url, request_host=request.host)
+        except TargetRefused as exc:
+            error = str(exc)
+    return attempts_fragment(item, error, 422, new_target)
+
+
+def remember_target(bin_: dict[str, Any], url: str) -> str | None:
+    """Make ``url`` the bin's default target (users expect the last one used); the new target,
+    or None when it was the default already."""
+    if url == bin_["forward_url"]:
+        return None
+    services = current_services()
+    store.update_bin(services.engine, bin_["id"], forward_url=url)
+    services.bins.forget(bin_["id"])
+    return url
+
+
+def attempts_fragment(
+    item: dict[str, Any], error: str | None, status: int, new_target: str | None
+) -> str | tuple[str, int]:
+    """The refreshed attempts list after a replay from the page.
+
+    htmx only swaps 2xx answers in, so for htmx the error travels inside a 200 fragment; other
+    clients get ``status``.
+    """
+    attempts = store.list_attempts(current_services().engine, item["seq"])
+    html = render_template(
+        "fragments/attempts.html",
+        attempts=attempts,
+        error=error,
+        item=item,
+        new_target=new_target if _is_htmx() else None,
+    )
+    return (html, status) if error and not _is_htmx() else html
+
+
+@bp.post("/bins/<bin_id>/requests/<request_id>/delete")
+def delete_request(bin_id: str, request_id: str) -> Response | str:
+    """Delete one request."""
+    _request_in_bin(bin_id, request_id)
+    engine = current_services().engine
+    store.delete_request(engine, request_id)
+    if _is_htmx():
+        html = render_template("fragments/deleted.html", total=store.count_requests(engine, bin_id))
+        # The address bar may still name the deleted request (/bins/<bin>/r/<request>).
+        return Response(html, headers={"HX-Replace-Url": url_for("web.bin_page", bin_id=bin_id)})
+    return redirect(url_for("web.bin_page", bin_id=bin_id), code=303)
+
+
+def _settings_refused(bin_: dict[str, Any], message: str) -> str | tuple[str, int]:
+    """The settings form again, nothing saved, showing what was typed and what is wrong."""
+    form = request.form
+    shown = {
+        **bin_,
+        "forward_url": form.get("forward_url", bin_["forward_url"]),
+        "auto_forward": form.get("auto_forward") == "on",
+    }
+    if "signing_provider" in form:
+        secrets = (form.get("signing_secrets") or "").splitlines()
+        shown["signing"] = {"provider": form["signing_provider"], "secrets": secrets}
+    typed = {"responses_typed": answerform.typed(form), "responses_error": message}
+    if _is_htmx():
+        # 200: htmx swaps only successful answers in, and the form must show the error.
+        return render_template("fragments/settings.html", bin=shown, **typed)
+    page = {**_page_context(bin_), "bin": shown}
+    return render_template("bin.html", **page, detail=None, **typed), 422
+
+
+@bp.post("/bins/<bin_id>/settings")
+def bin_settings(bin_id: str) -> Response | str | tuple[str, int]:
+    """Save the forward target, the auto-forward switch, the signing secrets and responses."""
+    bin_ = _bin_or_404(bin_id)
+    services = current_services()
+    changes: dict[str, Any] = {
+        "forward_url": (request.form.get("forward_url") or "").strip() or None,
+        "auto_forward": request.form.get("auto_forward") == "on",
+    }
+    if "signing_provider" in request.form:
+        secrets = (request.form.get("signing_secrets") or "").splitlines()
+        try:
+            signing = verdicts.validate_signing(
+                {"provider": request.form["signing_provider"], "secrets": secrets}
+            )
+        except ValueError as exc:
+            abort(400, str(exc))
+        if signing != (bin_["signing"] or {"provider": "auto", "secrets": []}):
+            changes["signing"] = signing  # only a real change re-checks every request
+    if answerform.MARKER in request.form:
+        try:
+            responses = answerform.from_form(request.form)
+        except ValueError as exc:
+            return _settings_refused(bin_, str(exc))
+        if responses != bin_.get("responses"):
+            changes["responses"] = responses  # a real change also starts rule counters over
+    updated = store.update_bin(services.engine, bin_id, **changes)
+    services.bins.forget(bin_id)
+    if _is_htmx():
+        return render_template("fragments/settings.html", bin=updated, saved=True)
+    return redirect(url_for("web.bin_page", bin_id=bin_id), code=303)
+
+
+@bp.post("/bins/<bin_id>/clear")
+def clear_bin(bin_id: str) -> Response:
+    """Delete every request of the bin."""
+    _bin_or_404(bin_id)
+    store.clear_bin(current_services().engine, bin_id)
+    return redirect(url_for("web.bin_page", bin_id=bin_id), code=303)
+
+
+@bp.post("/bins/<bin_id>/delete")
+def delete_bin(bin_id: str) -> Response:
+    """Delete the bin and everything in it."""
+    services = current_services()
+    store.delete_bin(services.engine, bin_id)
+    services.bins.forget(bin_id)
+    return redirect(url_for("web.index"), code=303)

@@ -1,0 +1,239 @@
+"""The long-lived parts of one Hookbin process, wired together once per app.
+
+Capture -> store (through the commit batcher) -> publish (hub + notifier) -> render (views). Flask
+views reach these through ``current_services()``; tests and the capture WSGI app get them directly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from flask import current_app
+from sqlalchemy.engine import Engine
+
+from app.config import Settings
+from app.core import lifecycle
+from app.core.blocking import run_blocking
+from app.delivery.loop import DeliveryLoop
+from app.delivery.policy import TargetPolicy
+from app.live.hub import Hub
+from app.live.pubsub import Notifier, make_notifier
+from app.signing import verdicts
+from app.storage import store
+from app.storage.batcher import CommitBatcher
+from app.storage.bincache import BinCache
+from app.storage.db import make_engine, sqlite_file
+from app.storage.walsync import Checkpointer, WalFile
+from app.storage.writelock import FileWriteLock, writer_lock_path
+from app.storage.writes import SerialWrites
+
+
+@dataclass
+class Services:
+    """Everything a request handler needs besides the request."""
+
+    settings: Settings
+    engine: Engine
+    notifier: Notifier
+    hub: Hub
+    batcher: CommitBatcher[store.Capture, store.Stored | None]
+    bins: BinCache
+    #: Short write transactions off the event loop (attempts, the forward queue).
+    writes: SerialWrites
+    #: SQLite only: the capture writer's own single-connection engine.
+    writer_engine: Engine | None = None
+    #: SQLite: the background checkpoints of the capture writer's log.
+    checkpointer: Checkpointer | None = None
+    #: This process's auto-forward delivery loop.
+    delivery: DeliveryLoop = field(init=False)
+    _started_pid: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.delivery = DeliveryLoop(self)
+
+    def ensure_started(self) -> None:
+        """Start listening for other processes' notifications (once per process, after fork)."""
+        if self._started_pid == os.getpid():
+            self.delivery.ensure_started()
+            return
+        with self._lock:
+            if self._started_pid != os.getpid():
+                self.notifier.start(lambda bin_id: self.hub.deliver_now((bin_id,)))
+                self._started_pid = os.getpid()
+        self.delivery.ensure_started()
+
+    def target_policy(self, request_host: str | None = None) -> TargetPolicy:
+        """The replay/forward policy, refusing this server's own capture URLs."""
+        hosts = []
+        if self.settings.public_url:
+            from urllib.parse import urlsplit
+
+            hosts.append(urlsplit(self.settings.public_url).netloc)
+        if request_host:
+            hosts.append(request_host)
+        return TargetPolicy(
+            allow_private=self.settings.allow_private_targets,
+            forbidden_hosts=tuple(hosts),
+            own_ports=(self.settings.listen_port,),
+        )
+
+    def with_verdicts(self, bin_: dict[str, Any], items: list[dict[str, Any]]) -> list[dict]:
+        """``items`` of ``bin_`` with signature verdicts under the bin's current secrets."""
+        settings = self.settings
+
+        def recheck(item: dict[str, Any]) -> verdicts.Verdict:
+            headers = [(h[0], h[1]) for h in item["headers"]]
+            forwarded = next((v for n, v in headers if n.lower() == "x-forwarded-proto"), "").split(
+                ","
+            )[0]
+            scheme = forwarded.strip() if settings.proxy_hops and forwarded.strip() else "http"
+            return verdicts.check(
+                bin_["signing"],
+                method=item["method"],
+                url=verdicts.called_url(
+                    public_url=settings.public_url,
+                    scheme=scheme,
+                    headers=headers,
+                    bin_id=bin_["id"],
+                    path=item["path"],
+                    query=item["query_string"],
+                ),
+                headers=headers,
+                body=store.get_body(self.engine, item["seq"]),
+                received_at=datetime.fromisoformat(item["received_at"].replace("Z", "+00:00")),
+            )
+
+        return verdicts.refresh(
+            items, bin_, recheck=recheck, save=partial(store.save_verdict, self.engine)
+        )
+
+    def close(self) -> None:
+        """Release sockets and connections (tests call this)."""
+        self.delivery.stop()
+        self.notifier.close()
+        self.writes.close()
+        if self.checkpointer is not None:
+            self.checkpointer.close()
+        if self.writer_engine is not None:
+            self.writer_engine.dispose()
+        self.engine.dispose()
+
+
+# The capture writer's own automatic checkpoint, when ``app.walsync`` checkpoints instead.
+WRITER_AUTOCHECKPOINT_PAGES = 20_000
+
+
+def build_services(settings: Settings) -> Services:
+    """Create the engine, writer, hub and notifier for ``settings``."""
+    engine = make_engine(
+        settings.database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+    )
+    notifier = make_notifier(settings)
+    hub = Hub(
+        fetch_after=lambda b, after, limit: store.requests_after(engine, b, after, limit=limit),
+        last_seq=lambda b: store.last_seq(engine, b),
+        poll_seconds=settings.stream_poll_seconds,
+        high_water=lambda: store.high_water(engine),
+        changed_since=lambda after: store.bins_changed_since(engine, after),
+        max_backlog=settings.stream_max_backlog,
+    )
+
+    db_file = sqlite_file(settings.database_url)
+    sync = None
+    writer_engine = None
+    checkpointer = None
+    if db_file is not None:
+        # SQLite: the commit runs on the event loop with the writer's own connection, one writer
+        # per file at a time. A commit of a batch takes well under a millisecond; on a native
+        # thread it cost several times that, because every call into SQLite hands the GIL back
+        # and must win it again from the busy loop (BENCHMARKS.md). Only the wait for another
+        # process's commit (``FileWriteLock.cooperatively``) and the checkpoints
+        # (``app.walsync``) leave the loop.
+        synchronous = settings.sqlite_synchronous.upper()
+        flush_after_commit = synchronous == "FULL"
+        # In every mode: a checkpoint run by the committing connection froze the worker while
+        # it copied the log into the database file, and fsynced both unless the mode is OFF.
+        checkpointer = Checkpointer(
+            db_file,
+            run_blocking,
+            synchronous="NORMAL" if flush_after_commit else synchronous,
+            wal_limit_bytes=int(settings.sqlite_wal_limit_mb * 1024 * 1024),
+        )
+        if flush_after_commit:
+            # After the commit, outside the write lock, on the loop: a hand-over to a native
+            # thread made the acknowledgement wait for the GIL (0.67x the bare route against
+            # 0.81x, BENCHMARKS.md), while the flush itself takes about 0.1 ms.
+            sync = WalFile(db_file).sync
+        writer_engine = make_engine(
+            settings.database_url,
+            sqlite_synchronous="NORMAL" if flush_after_commit else synchronous,
+            sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+            single_connection=True,
+            # A backstop only: the checkpointer keeps the log far shorter than this.
+            sqlite_autocheckpoint=WRITER_AUTOCHECKPOINT_PAGES,
+        )
+        write_lock = FileWriteLock(writer_lock_path(db_file))
+        lock_timeout = settings.sqlite_busy_timeout_ms / 1000
+
+        def insert(batch: Sequence[store.Capture]) -> list[store.Stored | None]:
+            results = store.insert_captures(
+                writer_engine,
+                batch,
+                write_lock=write_lock.cooperatively(lock_timeout),
+                # A log that background checkpoints cannot keep short is finished off here.
+                then=checkpointer.finish if checkpointer.finish_due() else None,
+            )
+            checkpointer.committed()
+            return results
+
+    else:
+        # PostgreSQL: psycopg waits cooperatively under gevent, so the commit may stay on the loop.
+        def insert(batch: Sequence[store.Capture]) -> list[store.Stored | None]:
+            return store.insert_captures(engine, batch, notify_sql=notifier.notify_sql)
+
+    def published(batch: Sequence[store.Capture], results: list[store.Stored | None]) -> None:
+        touched = sorted({c.bin_id for c, r in zip(batch, results, strict=True) if r is not None})
+        # The other processes first: their viewers' frames need not wait for ours.
+        notifier.published(touched)
+        hub.deliver_now(touched)
+
+    batcher: CommitBatcher[store.Capture, store.Stored | None] = CommitBatcher(
+        insert,
+        sync=sync,
+        published=published,
+        batch_max=settings.commit_batch_max,
+        linger_seconds=settings.commit_linger_ms / 1000.0,
+        idle_max_seconds=settings.commit_idle_max_ms / 1000.0,
+    )
+    services = Services(
+        settings=settings,
+        engine=engine,
+        notifier=notifier,
+        hub=hub,
+        batcher=batcher,
+        bins=BinCache(lambda b: store.get_bin(engine, b)),
+        writes=SerialWrites(settings, engine),
+        writer_engine=writer_engine,
+        checkpointer=checkpointer,
+    )
+    # Under gunicorn, deliveries left pending (by a restart, by other processes) must resume
+    # without waiting for a first request to this worker.
+    lifecycle.at_worker_start(services.delivery.ensure_started)
+    lifecycle.at_worker_exit(partial(services.delivery.stop, settings.replay_timeout_seconds))
+    return services
+
+
+def current_services() -> Services:
+    """The services of the Flask app handling the current request."""
+    services: Services = current_app.extensions["hookbin"]
+    services.ensure_started()
+    return services
