@@ -24,7 +24,7 @@ import httpx
 import pytest
 import websocket
 
-from app.cli import listen
+from app.cli import listener as listen
 from app.delivery.client import OutboundResult
 from tests.conftest import ROOT, Server, free_port, start_server
 from tests.echo import EchoTarget, Received, start_echo

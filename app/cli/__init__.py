@@ -156,7 +156,7 @@ def listen(
     """
     import signal
 
-    from app.cli import listen as listening
+    from app.cli import listener as listening
 
     if from_now and from_start:
         raise click.UsageError("--from-now and --from-start cannot be used together")
