@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -9,12 +12,15 @@ from app.config import PROJECT_ROOT, Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    """Application factory: build a Hookbin app for ``settings`` (default: from the environment)."""
+    """Application factory: build a Hookbin app for ``settings`` (default: from the environment).
+
+    Background work (live notifications from other processes, auto-forward deliveries) starts
+    when a gunicorn worker is ready, or when the caller runs ``app.extensions["hookbin"].start()``.
+    """
     from app.bins import binsfile
+    from app.bins.names import reserved_names
     from app.capture.handler import CaptureDispatcher, make_capture_app
-    from app.web import api, assets, security, stream
-    from app.web import pages as web
-    from app.web import replay_pages as webreplay
+    from app.web import api, assets, pages, replay_pages, security, stream
     from app.wiring import build_services
 
     settings = settings or Settings.from_env()
@@ -32,14 +38,24 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     assets.init_app(app)
     security.init_app(app)
-    app.register_blueprint(web.bp)
-    app.register_blueprint(webreplay.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(replay_pages.bp)
     app.register_blueprint(api.bp)
     stream.init_app(app)
-    # After every route is registered: names in the bins file may not shadow any of them.
-    binsfile.init_app(app, services)
 
-    wsgi = CaptureDispatcher(make_capture_app(services), app.wsgi_app)
+    # Only the file's name is shown on bin pages, not where it lives on the server.
+    shown = Path(settings.bins_file).name if settings.bins_file else None
+
+    @app.context_processor
+    def _bins_file_name() -> dict[str, Any]:
+        return {"bins_file_name": shown}
+
+    if settings.bins_file:
+        # After every route is registered: names in the bins file may not shadow any of them.
+        binsfile.apply(services.storage, settings.bins_file, reserved_names(app.url_map))
+
+    capture = make_capture_app(settings, services.storage, services.batcher, services.delivery.wake)
+    wsgi = CaptureDispatcher(capture, app.wsgi_app)
     if settings.proxy_hops:
         wsgi = ProxyFix(
             wsgi,
@@ -50,3 +66,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
     app.wsgi_app = wsgi  # type: ignore[method-assign]
     return app
+
+
+def reserved_bin_names() -> frozenset[str]:
+    """The names no bin may take in a Hookbin app, found without touching any database."""
+    from app.bins.names import reserved_names
+
+    app = create_app(Settings(database_url="sqlite://"))
+    try:
+        return reserved_names(app.url_map)
+    finally:
+        app.extensions["hookbin"].close()

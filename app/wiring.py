@@ -10,9 +10,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import partial
-from typing import Any
 
 from flask import current_app
 from sqlalchemy.engine import Engine
@@ -21,14 +19,12 @@ from app.config import Settings
 from app.core import lifecycle
 from app.core.blocking import run_blocking
 from app.delivery.loop import DeliveryLoop
-from app.delivery.policy import TargetPolicy
 from app.live.hub import Hub
 from app.live.pubsub import Notifier, make_notifier
-from app.signing import verdicts
-from app.storage import store
 from app.storage.batcher import CommitBatcher
-from app.storage.bincache import BinCache
+from app.storage.captures import Capture, Stored, insert_captures
 from app.storage.db import make_engine, sqlite_file
+from app.storage.repository import Storage
 from app.storage.walsync import Checkpointer, WalFile
 from app.storage.writelock import FileWriteLock, writer_lock_path
 from app.storage.writes import SerialWrites
@@ -40,79 +36,31 @@ class Services:
 
     settings: Settings
     engine: Engine
+    storage: Storage
     notifier: Notifier
     hub: Hub
-    batcher: CommitBatcher[store.Capture, store.Stored | None]
-    bins: BinCache
-    #: Short write transactions off the event loop (attempts, the forward queue).
+    batcher: CommitBatcher[Capture, Stored | None]
+    delivery: DeliveryLoop
     writes: SerialWrites
     #: SQLite only: the capture writer's own single-connection engine.
     writer_engine: Engine | None = None
     #: SQLite: the background checkpoints of the capture writer's log.
     checkpointer: Checkpointer | None = None
-    #: This process's auto-forward delivery loop.
-    delivery: DeliveryLoop = field(init=False)
     _started_pid: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __post_init__(self) -> None:
-        self.delivery = DeliveryLoop(self)
+    def start(self) -> None:
+        """Start this process's background work: other processes' notifications, deliveries.
 
-    def ensure_started(self) -> None:
-        """Start listening for other processes' notifications (once per process, after fork)."""
-        if self._started_pid == os.getpid():
-            self.delivery.ensure_started()
-            return
+        Under gunicorn the worker lifecycle calls it once the worker is ready; again after a fork
+        it starts afresh, and a second call in the same process does nothing.
+        """
         with self._lock:
-            if self._started_pid != os.getpid():
-                self.notifier.start(lambda bin_id: self.hub.deliver_now((bin_id,)))
-                self._started_pid = os.getpid()
+            if self._started_pid == os.getpid():
+                return
+            self.notifier.start(lambda bin_id: self.hub.deliver_now((bin_id,)))
+            self._started_pid = os.getpid()
         self.delivery.ensure_started()
-
-    def target_policy(self, request_host: str | None = None) -> TargetPolicy:
-        """The replay/forward policy, refusing this server's own capture URLs."""
-        hosts = []
-        if self.settings.public_url:
-            from urllib.parse import urlsplit
-
-            hosts.append(urlsplit(self.settings.public_url).netloc)
-        if request_host:
-            hosts.append(request_host)
-        return TargetPolicy(
-            allow_private=self.settings.allow_private_targets,
-            forbidden_hosts=tuple(hosts),
-            own_ports=(self.settings.listen_port,),
-        )
-
-    def with_verdicts(self, bin_: dict[str, Any], items: list[dict[str, Any]]) -> list[dict]:
-        """``items`` of ``bin_`` with signature verdicts under the bin's current secrets."""
-        settings = self.settings
-
-        def recheck(item: dict[str, Any]) -> verdicts.Verdict:
-            headers = [(h[0], h[1]) for h in item["headers"]]
-            forwarded = next((v for n, v in headers if n.lower() == "x-forwarded-proto"), "").split(
-                ","
-            )[0]
-            scheme = forwarded.strip() if settings.proxy_hops and forwarded.strip() else "http"
-            return verdicts.check(
-                bin_["signing"],
-                method=item["method"],
-                url=verdicts.called_url(
-                    public_url=settings.public_url,
-                    scheme=scheme,
-                    headers=headers,
-                    bin_id=bin_["id"],
-                    path=item["path"],
-                    query=item["query_string"],
-                ),
-                headers=headers,
-                body=store.get_body(self.engine, item["seq"]),
-                received_at=datetime.fromisoformat(item["received_at"].replace("Z", "+00:00")),
-            )
-
-        return verdicts.refresh(
-            items, bin_, recheck=recheck, save=partial(store.save_verdict, self.engine)
-        )
 
     def close(self) -> None:
         """Release sockets and connections (tests call this)."""
@@ -138,12 +86,14 @@ def build_services(settings: Settings) -> Services:
         sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
     )
     notifier = make_notifier(settings)
+    writes = SerialWrites(settings, engine)
+    storage = Storage(engine, writes)
     hub = Hub(
-        fetch_after=lambda b, after, limit: store.requests_after(engine, b, after, limit=limit),
-        last_seq=lambda b: store.last_seq(engine, b),
+        fetch_after=lambda b, after, limit: storage.requests_after(b, after, limit=limit),
+        last_seq=storage.last_seq,
         poll_seconds=settings.stream_poll_seconds,
-        high_water=lambda: store.high_water(engine),
-        changed_since=lambda after: store.bins_changed_since(engine, after),
+        high_water=storage.high_water,
+        changed_since=storage.bins_changed_since,
         max_backlog=settings.stream_max_backlog,
     )
 
@@ -184,8 +134,8 @@ def build_services(settings: Settings) -> Services:
         write_lock = FileWriteLock(writer_lock_path(db_file))
         lock_timeout = settings.sqlite_busy_timeout_ms / 1000
 
-        def insert(batch: Sequence[store.Capture]) -> list[store.Stored | None]:
-            results = store.insert_captures(
+        def insert(batch: Sequence[Capture]) -> list[Stored | None]:
+            results = insert_captures(
                 writer_engine,
                 batch,
                 write_lock=write_lock.cooperatively(lock_timeout),
@@ -197,16 +147,16 @@ def build_services(settings: Settings) -> Services:
 
     else:
         # PostgreSQL: psycopg waits cooperatively under gevent, so the commit may stay on the loop.
-        def insert(batch: Sequence[store.Capture]) -> list[store.Stored | None]:
-            return store.insert_captures(engine, batch, notify_sql=notifier.notify_sql)
+        def insert(batch: Sequence[Capture]) -> list[Stored | None]:
+            return insert_captures(engine, batch, notify_sql=notifier.notify_sql)
 
-    def published(batch: Sequence[store.Capture], results: list[store.Stored | None]) -> None:
+    def published(batch: Sequence[Capture], results: list[Stored | None]) -> None:
         touched = sorted({c.bin_id for c, r in zip(batch, results, strict=True) if r is not None})
         # The other processes first: their viewers' frames need not wait for ours.
         notifier.published(touched)
         hub.deliver_now(touched)
 
-    batcher: CommitBatcher[store.Capture, store.Stored | None] = CommitBatcher(
+    batcher: CommitBatcher[Capture, Stored | None] = CommitBatcher(
         insert,
         sync=sync,
         published=published,
@@ -217,17 +167,18 @@ def build_services(settings: Settings) -> Services:
     services = Services(
         settings=settings,
         engine=engine,
+        storage=storage,
         notifier=notifier,
         hub=hub,
         batcher=batcher,
-        bins=BinCache(lambda b: store.get_bin(engine, b)),
-        writes=SerialWrites(settings, engine),
+        delivery=DeliveryLoop(storage, settings),
+        writes=writes,
         writer_engine=writer_engine,
         checkpointer=checkpointer,
     )
-    # Under gunicorn, deliveries left pending (by a restart, by other processes) must resume
-    # without waiting for a first request to this worker.
-    lifecycle.at_worker_start(services.delivery.ensure_started)
+    # Under gunicorn, deliveries left pending (by a restart, by other processes) resume without
+    # waiting for a first request to this worker.
+    lifecycle.at_worker_start(services.start)
     lifecycle.at_worker_exit(partial(services.delivery.stop, settings.replay_timeout_seconds))
     return services
 
@@ -235,5 +186,4 @@ def build_services(settings: Settings) -> Services:
 def current_services() -> Services:
     """The services of the Flask app handling the current request."""
     services: Services = current_app.extensions["hookbin"]
-    services.ensure_started()
     return services

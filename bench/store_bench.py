@@ -9,7 +9,7 @@ On a fresh SQLite file (default durable settings) with 30,000 stored 1 KB captur
 * ``store.requests_after`` (plain DB-API, what the live hub runs after every commit) against
   ``store.list_requests`` (SQLAlchemy Core rows), both reading the same 15 newest rows of a bin,
   interleaved, so the ratio comes from one run;
-* ``store.insert_captures`` of a batch of 15 captures (one transaction, one fsync).
+* ``captures.insert_captures`` of a batch of 15 captures (one transaction, one fsync).
 
 Prints medians per call and the ratio.
 """
@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.storage import store  # noqa: E402
+from app.core import clock  # noqa: E402
+from app.storage import captures, store  # noqa: E402
 from app.storage.db import make_engine  # noqa: E402
 from app.storage.migrate import upgrade  # noqa: E402
 from app.storage.writelock import FileWriteLock, writer_lock_path  # noqa: E402
@@ -40,9 +41,9 @@ HEADERS = [
 ]
 
 
-def capture(bin_id: str, n: int) -> store.Capture:
+def capture(bin_id: str, n: int) -> captures.Capture:
     """One 1 KB JSON capture tagged ``n=<n>``."""
-    return store.Capture(
+    return captures.Capture(
         bin_id=bin_id,
         method="POST",
         path="/push",
@@ -52,7 +53,7 @@ def capture(bin_id: str, n: int) -> store.Capture:
         content_type="application/json",
         body=BODY,
         remote_addr="127.0.0.1",
-        received_at=store.utcnow(),
+        received_at=clock.utcnow(),
         signature={"provider": None, "status": "unchecked", "reason": "no signing secret"},
         signing_rev=0,
         answer_status=200,
@@ -86,7 +87,7 @@ def main() -> None:
         batch = [capture(bin_id, n + i) for i in range(15)]
         n += 15
         t0 = time.perf_counter()
-        store.insert_captures(writer, batch, write_lock=lock)
+        captures.insert_captures(writer, batch, write_lock=lock)
         commits.append((time.perf_counter() - t0) * 1000)
 
     newest = store.list_requests(engine, bin_id, limit=16)

@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from app.config import Settings
-from app.storage import store
+from app.core import clock
+from app.storage import captures, store
 from app.storage.batcher import CommitBatcher
 from app.storage.db import make_engine
 from app.storage.migrate import upgrade
@@ -250,8 +251,8 @@ def test_a_leader_that_is_killed_mid_commit_fails_its_batch_and_hands_over() -> 
     assert calls[0] == ["doomed"] and sorted(calls[1]) == ["w0", "w1", "w2"]
 
 
-def _capture(bin_id: str, body: bytes) -> store.Capture:
-    return store.Capture(
+def _capture(bin_id: str, body: bytes) -> captures.Capture:
+    return captures.Capture(
         bin_id=bin_id,
         method="POST",
         path="/",
@@ -261,7 +262,7 @@ def _capture(bin_id: str, body: bytes) -> store.Capture:
         content_type="application/octet-stream",
         body=body,
         remote_addr="127.0.0.1",
-        received_at=store.utcnow(),
+        received_at=clock.utcnow(),
     )
 
 
@@ -390,7 +391,7 @@ def test_a_log_the_background_checkpoint_cannot_finish_is_finished_under_the_loc
     def commit(n: int) -> None:
         for _ in range(n):
             then = checkpointer.finish if checkpointer.finish_due() else None
-            store.insert_captures(writer, [_capture(bin_id, body)], then=then)
+            captures.insert_captures(writer, [_capture(bin_id, body)], then=then)
 
     try:
         commit(50)

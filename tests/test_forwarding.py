@@ -18,7 +18,6 @@ import httpx
 import pytest
 
 from app.delivery import queue as forwardqueue
-from app.storage import store
 from app.storage.db import make_engine
 from tests.conftest import Server, free_port, start_server
 
@@ -229,7 +228,7 @@ def test_pending_forwards_survive_a_restart_and_arrive_once_in_order(
         first.stop()
     engine = make_engine(sqlite_url)
     try:
-        states = [forwardqueue.state_of(engine, store.seq_from_id(rid) or 0) or {} for rid in ids]
+        states = [forwardqueue.state_of(engine, ids.seq_from_id(rid) or 0) or {} for rid in ids]
     finally:
         engine.dispose()
     assert [s["state"] for s in states] == ["pending"] * 5

@@ -15,8 +15,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from app.core import clock
 from app.delivery import queue as fq
-from app.storage import store
+from app.storage import captures, store
 from app.storage.db import forward_queue, make_engine, requests
 from app.storage.migrate import upgrade
 
@@ -37,7 +38,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     made.dispose()
 
 
-T0 = store.utcnow().replace(microsecond=0)
+T0 = clock.utcnow().replace(microsecond=0)
 
 
 def at(seconds: float) -> datetime:
@@ -46,10 +47,10 @@ def at(seconds: float) -> datetime:
 
 def capture(engine: Engine, bin_id: str, path: str, url: str | None = "http://t.test/") -> int:
     """Store one request of ``bin_id``, queued for forwarding to ``url``; its sequence."""
-    [stored] = store.insert_captures(
+    [stored] = captures.insert_captures(
         engine,
         [
-            store.Capture(
+            captures.Capture(
                 bin_id=bin_id,
                 method="POST",
                 path=path,
@@ -91,7 +92,7 @@ def test_capture_queues_a_pending_entry_in_its_transaction(engine: Engine) -> No
     assert state is not None
     assert state["state"] == "pending" and state["tries"] == 0
     assert state["url"] == "http://target.test/hooks"
-    assert state["next_at"] == store.iso(T0)
+    assert state["next_at"] == clock.iso(T0)
     assert state["in_flight"] is False and state["waiting_behind"] is None
     assert fq.state_of(engine, plain) is None  # not a forwarding capture
     assert fq.describe(state, now=at(0)) == "pending — try 1 due now"
@@ -133,7 +134,7 @@ def test_backoff_schedule_then_failed(engine: Engine) -> None:
         outcome = settle(engine, entry, t)
         assert outcome == fq.Outcome(state="pending", tries=try_no, retry_in=delay)
         state = fq.state_of(engine, seq, now=at(t))
-        assert state["next_at"] == store.iso(at(t + delay))
+        assert state["next_at"] == clock.iso(at(t + delay))
         assert fq.describe(state, now=at(t)) == f"pending — try {try_no + 1} in {int(delay)} s"
         # Not due a moment before the delay is up, due right after.
         assert claim(engine, "early", t + delay - 0.01) == []
@@ -196,7 +197,7 @@ def test_retry_now_makes_a_backing_off_entry_due(engine: Engine) -> None:
     assert claim(engine, "w", 0.2) == []
     state = fq.retry_now(engine, seq, now=at(0.2))
     assert state["state"] == "pending" and state["tries"] == 1
-    assert state["next_at"] == store.iso(at(0.2))
+    assert state["next_at"] == clock.iso(at(0.2))
     [again] = claim(engine, "w", 0.2)
     assert again.request_seq == seq and again.tries == 1
 

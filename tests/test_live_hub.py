@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from app.core import clock
 from app.live.hub import Hub, Viewer
-from app.storage import store
+from app.storage import captures, store
 from app.storage.db import make_engine
 from app.storage.migrate import upgrade
 from app.storage.writelock import FileWriteLock, LockTimeout
@@ -27,8 +28,8 @@ def engine(sqlite_url: str):
     eng.dispose()
 
 
-def _capture(bin_id: str, n: int = 0) -> store.Capture:
-    return store.Capture(
+def _capture(bin_id: str, n: int = 0) -> captures.Capture:
+    return captures.Capture(
         bin_id=bin_id,
         method="POST",
         path=f"/{n}",
@@ -38,7 +39,7 @@ def _capture(bin_id: str, n: int = 0) -> store.Capture:
         content_type="text/plain",
         body=str(n).encode(),
         remote_addr="127.0.0.1",
-        received_at=store.utcnow(),
+        received_at=clock.utcnow(),
     )
 
 
@@ -80,7 +81,7 @@ def test_the_safety_poll_delivers_a_request_whose_notification_was_lost(engine) 
     counting.fetches.clear()
 
     # Stored without waking the hub: as if the notification from another process was lost.
-    [stored] = store.insert_captures(engine, [_capture(watched[7], 1)])
+    [stored] = captures.insert_captures(engine, [_capture(watched[7], 1)])
     item = viewers[7].get(timeout=3)
 
     assert item is not None and item["id"] == stored.id
@@ -95,7 +96,7 @@ def test_a_wake_delivers_at_once_and_in_order(engine) -> None:
     hub = counting.hub
     bin_id = store.create_bin(engine)["id"]
     viewer = hub.subscribe(bin_id, None)
-    stored = store.insert_captures(engine, [_capture(bin_id, n) for n in range(5)])
+    stored = captures.insert_captures(engine, [_capture(bin_id, n) for n in range(5)])
     hub.wake(bin_id)
     got = [viewer.get(timeout=3) for _ in range(5)]
     assert [g["id"] for g in got if g] == [s.id for s in stored if s]
@@ -111,8 +112,8 @@ def test_news_of_a_bin_is_delivered_by_whoever_brings_it(engine) -> None:
     viewer = hub.subscribe(watched, None)
     time.sleep(0.2)  # the subscription's own catch-up fetch is done
     counting.fetches.clear()
-    stored = store.insert_captures(engine, [_capture(watched, n) for n in range(3)])
-    store.insert_captures(engine, [_capture(unwatched, 9)])
+    stored = captures.insert_captures(engine, [_capture(watched, n) for n in range(3)])
+    captures.insert_captures(engine, [_capture(unwatched, 9)])
 
     hub.deliver_now([unwatched, watched])
 
@@ -127,7 +128,7 @@ def test_deliveries_from_several_threads_queue_each_request_once(engine) -> None
     hub = CountingHub(engine, poll_seconds=30).hub
     bin_id = store.create_bin(engine)["id"]
     viewer = hub.subscribe(bin_id, None)
-    stored: list[store.Stored | None] = []
+    stored: list[captures.Stored | None] = []
     done = threading.Event()
 
     def deliver() -> None:
@@ -139,7 +140,7 @@ def test_deliveries_from_several_threads_queue_each_request_once(engine) -> None
         t.start()
     try:
         for n in range(40):
-            stored += store.insert_captures(engine, [_capture(bin_id, n)])
+            stored += captures.insert_captures(engine, [_capture(bin_id, n)])
     finally:
         done.set()
         for t in threads:
@@ -155,7 +156,7 @@ def test_a_failed_delivery_is_left_to_the_dispatcher(engine) -> None:
     bin_id = store.create_bin(engine)["id"]
     viewer = hub.subscribe(bin_id, None)
     time.sleep(0.2)  # the subscription's own catch-up fetch is done
-    [stored] = store.insert_captures(engine, [_capture(bin_id)])
+    [stored] = captures.insert_captures(engine, [_capture(bin_id)])
     counting.failing = 1
     hub.deliver_now([bin_id])  # its fetch fails: the dispatcher is woken to try again
     assert not counting.failing
@@ -166,9 +167,9 @@ def test_a_failed_delivery_is_left_to_the_dispatcher(engine) -> None:
 def test_bins_changed_since_reports_only_newer_rows(engine) -> None:
     a = store.create_bin(engine)["id"]
     b = store.create_bin(engine)["id"]
-    store.insert_captures(engine, [_capture(a)])
+    captures.insert_captures(engine, [_capture(a)])
     mark = store.high_water(engine)
-    stored = store.insert_captures(engine, [_capture(b), _capture(b)])
+    stored = captures.insert_captures(engine, [_capture(b), _capture(b)])
     assert store.bins_changed_since(engine, mark) == {b: stored[-1].seq}
     assert store.bins_changed_since(engine, stored[-1].seq) == {}
 
@@ -177,7 +178,9 @@ def test_insert_skips_captures_of_deleted_bins_and_keeps_the_rest(engine) -> Non
     keep = store.create_bin(engine)["id"]
     gone = store.create_bin(engine)["id"]
     store.delete_bin(engine, gone)
-    out = store.insert_captures(engine, [_capture(keep, 1), _capture(gone, 2), _capture(keep, 3)])
+    out = captures.insert_captures(
+        engine, [_capture(keep, 1), _capture(gone, 2), _capture(keep, 3)]
+    )
     assert out[1] is None and out[0] and out[2]
     assert out[2].seq == out[0].seq + 1
     assert [r["path"] for r in store.list_requests(engine, keep, limit=10)] == ["/3", "/1"]
@@ -186,7 +189,7 @@ def test_insert_skips_captures_of_deleted_bins_and_keeps_the_rest(engine) -> Non
 
 def test_a_large_batch_is_split_into_several_statements(engine) -> None:
     bin_id = store.create_bin(engine)["id"]
-    out = store.insert_captures(engine, [_capture(bin_id, n) for n in range(1200)])
+    out = captures.insert_captures(engine, [_capture(bin_id, n) for n in range(1200)])
     assert [o.seq for o in out] == list(range(out[0].seq, out[0].seq + 1200))
     assert store.count_requests(engine, bin_id) == 1200
     assert store.get_body(engine, out[1199].seq) == b"1199"
@@ -197,7 +200,7 @@ def test_a_slow_viewer_holds_a_bounded_backlog_and_still_gets_everything(engine)
     counting.hub._max_backlog = 10
     bin_id = store.create_bin(engine)["id"]
     viewer = counting.hub.subscribe(bin_id, None)
-    stored = store.insert_captures(engine, [_capture(bin_id, n) for n in range(100)])
+    stored = captures.insert_captures(engine, [_capture(bin_id, n) for n in range(100)])
     counting.hub.wake(bin_id)
     time.sleep(0.5)
     assert viewer.queued() == 10 and viewer.lagging  # the rest stays in the database

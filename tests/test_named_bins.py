@@ -22,6 +22,7 @@ import httpx
 import pytest
 from flask import Flask
 
+from app import reserved_bin_names
 from app.bins import binsfile, names
 from app.bins.binsfile import BinsFileError, FileBin
 from app.rules import answers
@@ -688,7 +689,7 @@ def test_readme_example_is_a_valid_bins_file(tmp_path: Path) -> None:
         "SLACK_SIGNING_SECRET": "new",
         "SLACK_SIGNING_SECRET_PREVIOUS": "old",
     }
-    stripe, slack = binsfile.read(bins_file, binsfile.app_reserved_names(), env)
+    stripe, slack = binsfile.read(bins_file, reserved_bin_names(), env)
     assert (stripe.name, stripe.auto_forward, stripe.signing) == (
         "stripe-dev",
         True,

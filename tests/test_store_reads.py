@@ -11,15 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from app.storage import store
+from app.core import clock
+from app.storage import captures, store
 from app.storage.db import make_engine
 from app.storage.migrate import upgrade
 
 
-def _captures(bin_id: str) -> list[store.Capture]:
+def _captures(bin_id: str) -> list[captures.Capture]:
     hostile = '<script>alert("x")</script> \u00e9\u2603'
     return [
-        store.Capture(
+        captures.Capture(
             bin_id=bin_id,
             method=method,
             path=f"/p/{i}",
@@ -29,7 +30,7 @@ def _captures(bin_id: str) -> list[store.Capture]:
             content_type=None if i == 0 else "application/json",
             body=bytes(range(i * 10)),
             remote_addr=None if i == 1 else "127.0.0.1",
-            received_at=store.utcnow(),
+            received_at=clock.utcnow(),
             signature=None if i == 0 else {"provider": "github", "status": "valid", "reason": "ok"},
             signing_rev=None if i == 0 else i,
             delivery_id=None if i < 2 else "github:same",
@@ -45,8 +46,8 @@ def _check(url: str) -> None:
     try:
         bin_id = store.create_bin(engine)["id"]
         other = store.create_bin(engine)["id"]
-        store.insert_captures(engine, _captures(bin_id))
-        store.insert_captures(engine, _captures(other))
+        captures.insert_captures(engine, _captures(bin_id))
+        captures.insert_captures(engine, _captures(other))
         listed = list(reversed(store.list_requests(engine, bin_id, limit=100)))
         assert len(listed) == 5
         fast = store.requests_after(engine, bin_id, 0)

@@ -35,16 +35,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from flask import Flask
 from sqlalchemy.engine import Connection, Engine
 
-from app.bins.names import InvalidName, check_name, reserved_names
-from app.config import Settings
+from app.bins.names import InvalidName, check_name
+from app.core.clock import utcnow
 from app.rules import answers
 from app.signing.verdicts import validate_signing
-from app.storage import store
 from app.storage.db import bins, rule_hits
-from app.wiring import Services
+from app.storage.repository import Storage
 
 log = logging.getLogger(__name__)
 
@@ -240,22 +238,6 @@ def _responses(value: Any, fail: Any) -> dict[str, Any] | None:
         raise fail(message) from None
 
 
-def app_reserved_names() -> frozenset[str]:
-    """The names no bin may take in a Hookbin app, found without touching any database."""
-    from app import create_app
-
-    app = create_app(Settings(database_url="sqlite://"))
-    try:
-        return reserved_names(app.url_map)
-    finally:
-        app.extensions["hookbin"].close()
-
-
-def check(path: str | Path, environ: Mapping[str, str] | None = None) -> list[FileBin]:
-    """Validate the bins file exactly as a starting server does, writing nothing."""
-    return read(path, app_reserved_names(), environ)
-
-
 def describe(path: str | Path, defined: Sequence[FileBin]) -> str:
     """One line saying what the file defines."""
     names = ", ".join(b.name for b in defined) or "none"
@@ -320,7 +302,7 @@ def _db_values(values: dict[str, Any]) -> dict[str, Any]:
 
 def _insert_if_missing(conn: Connection, wanted: FileBin) -> bool:
     """Insert the bin unless it exists (by now); True when this call created it."""
-    values = _db_values({"id": wanted.name, "created_at": store.utcnow(), **wanted.settings()})
+    values = _db_values({"id": wanted.name, "created_at": utcnow(), **wanted.settings()})
     dialect = conn.dialect.name
     if dialect in ("postgresql", "sqlite"):
         if dialect == "postgresql":
@@ -350,25 +332,15 @@ def _changes(row: sa.Row[Any], wanted: FileBin) -> dict[str, Any]:
 # --- at start -----------------------------------------------------------------------------------
 
 
-def init_app(app: Flask, services: Services) -> None:
-    """Apply the configured bins file to the database, and tell the pages its name.
+def apply(storage: Storage, path: str, reserved: Collection[str]) -> None:
+    """Apply the bins file at ``path`` to the database (at start-up, once routes are known).
 
-    Call it once every route is registered: bin names may not shadow any of them. Raises
-    BinsFileError (the app must not start) when the file is broken or cannot be applied.
+    ``reserved`` are the names no bin may take (every route's first segment). Raises
+    BinsFileError (the server must not start) when the file is broken or cannot be applied.
     """
-    path = services.settings.bins_file
-    # Only the file's name is shown on bin pages, not where it lives on the server.
-    shown = Path(path).name if path else None
-
-    @app.context_processor
-    def _bins_file_name() -> dict[str, Any]:
-        return {"bins_file_name": shown}
-
-    if not path:
-        return
-    defined = read(path, reserved_names(app.url_map))
+    defined = read(path, reserved)
     try:
-        report = sync(services.engine, defined)
+        report = storage.write(sync, defined)
     except sa.exc.SQLAlchemyError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BinsFileError(

@@ -1,7 +1,7 @@
 """Chosen bin names: the rule they follow, the words they may not take, creating bins by name.
 
 A named bin's name is its id, so it is the URL segment of its capture URL (``/h/<name>``) and of
-its page (``/bins/<name>``). Random ids (``store.new_bin_id``) are 22 URL-safe base64 characters
+its page (``/bins/<name>``). Random ids (``app.storage.ids.new_bin_id``) are 22 URL-safe base64 characters
 and may contain capitals and underscores, which names never do; a random id can still happen to
 spell a valid name, so creation relies on the primary key, not on the two shapes, to keep them
 apart.
@@ -13,10 +13,9 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy.engine import Engine
 from werkzeug.routing import Map
 
-from app.storage import store
+from app.storage.repository import BinExists, Storage
 
 #: The rule, as users are told it.
 NAME_RULE = (
@@ -112,15 +111,15 @@ def check_name(name: str, reserved: Collection[str]) -> str:
     return name
 
 
-def create_bin(engine: Engine, name: str | None, url_map: Map) -> dict[str, Any]:
+def create_bin(storage: Storage, name: str | None, url_map: Map) -> dict[str, Any]:
     """Create a bin called ``name``, or with a random id when ``name`` is None.
 
     Raises InvalidName (400) or NameTaken (409), each with a message meant for the user.
     """
     if name is None:
-        return store.create_bin(engine)
+        return storage.create_bin()
     check_name(name, reserved_names(url_map))
     try:
-        return store.create_bin(engine, name)
-    except store.BinExists:
+        return storage.create_bin(name)
+    except BinExists:
         raise NameTaken(f'a bin named "{name}" exists already; choose another name') from None

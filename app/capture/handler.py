@@ -18,12 +18,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.capture import wireheaders
 from app.capture.delivery_ids import delivery_of
+from app.config import Settings
 from app.core import fastjson
+from app.core.clock import utcnow
 from app.rules import answers
 from app.rules.hits import BinGone, RuleHits
 from app.signing import verdicts
-from app.storage import store
-from app.wiring import Services
+from app.storage.batcher import CommitBatcher
+from app.storage.captures import Capture, Stored
+from app.storage.repository import Storage
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +177,18 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
         parts.append(chunk)
 
 
-def make_capture_app(services: Services) -> WSGIApp:
-    """The WSGI app that captures every request below ``/h/<bin id>``."""
-    settings = services.settings
-    rule_hits = RuleHits(services.writes)
+def make_capture_app(
+    settings: Settings,
+    storage: Storage,
+    batcher: CommitBatcher[Capture, Stored | None],
+    wake_delivery: Callable[[], None],
+) -> WSGIApp:
+    """The WSGI app that captures every request below ``/h/<bin id>``.
+
+    Captures are stored through ``batcher`` (group commit); ``wake_delivery`` tells this process's
+    delivery loop that a capture queued a forward.
+    """
+    rule_hits = RuleHits(storage)
 
     def capture(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         wire = wireheaders.take(environ)
@@ -186,8 +197,7 @@ def make_capture_app(services: Services) -> WSGIApp:
         if parts is None:
             return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
         bin_id, sub_path = parts
-        services.ensure_started()
-        bin_ = services.bins.get(bin_id)
+        bin_ = storage.cached_bin(bin_id)
         if bin_ is None:
             return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
 
@@ -206,7 +216,7 @@ def make_capture_app(services: Services) -> WSGIApp:
             )
 
         headers = wire if wire is not None else headers_from_environ(environ)
-        received_at = store.utcnow()
+        received_at = utcnow()
         signature = verdicts.check(
             bin_["signing"],
             method=environ["REQUEST_METHOD"],
@@ -222,7 +232,7 @@ def make_capture_app(services: Services) -> WSGIApp:
             body=body,
             received_at=received_at,
         )
-        capture_row = store.Capture(
+        capture_row = Capture(
             bin_id=bin_id,
             method=environ["REQUEST_METHOD"],
             path=sub_path,
@@ -236,7 +246,7 @@ def make_capture_app(services: Services) -> WSGIApp:
             signature=signature,
             signing_rev=bin_["signing_rev"],
             delivery_id=delivery_of(headers, body).key,
-            # Queued in the capture's own transaction (see ``app.forwardqueue``).
+            # Queued in the capture's own transaction (see ``app.delivery.queue``).
             forward_url=bin_["forward_url"] if bin_["auto_forward"] else None,
         )
         planned = None
@@ -257,7 +267,7 @@ def make_capture_app(services: Services) -> WSGIApp:
                 # answer recorded with it is the one sent.
                 planned = answers.plan(responses, incoming, count=partial(rule_hits.bump, bin_id))
             except BinGone:
-                services.bins.forget(bin_id)
+                storage.forget_bin(bin_id)
                 return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
             except SQLAlchemyError:  # the rule counter: nothing was stored or acknowledged
                 log.exception("could not count a response rule hit for bin %s", bin_id)
@@ -271,16 +281,16 @@ def make_capture_app(services: Services) -> WSGIApp:
             capture_row.answer_rule = planned.rule
 
         try:
-            stored = services.batcher.submit(capture_row)
+            stored = batcher.submit(capture_row)
         except Exception:  # noqa: BLE001 - tell the sender to retry; nothing was acknowledged
             log.exception("could not store a capture for bin %s", bin_id)
             return _retry_later(start_response, environ)
         if stored is None:
-            services.bins.forget(bin_id)
+            storage.forget_bin(bin_id)
             return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
 
         if capture_row.forward_url:
-            services.delivery.wake()
+            wake_delivery()
         if planned is not None:
             return _answer_planned(start_response, environ, planned, stored.id)
         return _answer(

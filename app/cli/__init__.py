@@ -85,11 +85,12 @@ def serve(host: str, port: int, workers: int) -> None:
 
 def _check_bins_file(path: str) -> None:
     """Refuse to start on a broken bins file, before any worker tries to apply it."""
+    from app import reserved_bin_names
     from app.bins import binsfile
 
     resolved = Path(path).expanduser().resolve()
     try:
-        defined = binsfile.check(resolved)
+        defined = binsfile.read(resolved, reserved_bin_names())
     except binsfile.BinsFileError as exc:
         raise click.ClickException(f"{exc}\nHookbin did not start.") from None
     # gunicorn runs from the project directory (--chdir): give it the file just checked.
@@ -204,10 +205,11 @@ def bins_check(file: Path) -> None:
     Checks the TOML, every name (rule, reserved words), signing and responses, and that every
     env:NAME secret is set in this environment. Exit code 0 when the file is usable, 1 if not.
     """
+    from app import reserved_bin_names
     from app.bins import binsfile
 
     try:
-        defined = binsfile.check(file)
+        defined = binsfile.read(file, reserved_bin_names())
     except binsfile.BinsFileError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(binsfile.describe(file, defined) + ": OK")

@@ -29,17 +29,16 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
+from app.config import Settings
 from app.delivery.client import final_url, replay_headers
 from app.delivery.policy import TargetRefused
 from app.signing import signatures
-from app.storage import store
-
-if TYPE_CHECKING:
-    from app.wiring import Services
+from app.signing.recheck import with_verdicts
+from app.storage.repository import Storage
 
 __all__ = [
     "EDIT_FIELDS",
@@ -496,7 +495,11 @@ def build_outgoing(
 
 
 def outgoing_from_api(
-    services: Services, item: dict[str, Any], data: Mapping[str, Any], url: str
+    storage: Storage,
+    settings: Settings,
+    item: dict[str, Any],
+    data: Mapping[str, Any],
+    url: str,
 ) -> Outgoing | None:
     """The request to send for an API replay body; None for a plain replay (no edit fields).
 
@@ -505,13 +508,13 @@ def outgoing_from_api(
     if all(data.get(key) is None or data.get(key) is False for key in EDIT_FIELDS):
         return None  # today's plain replay: not even the body is read here
     edit = edit_from_json(data)
-    bin_ = store.get_bin(services.engine, item["bin_id"]) or {}
+    bin_ = storage.get_bin(item["bin_id"]) or {}
     if edit.resign and bin_:
         # The provider "auto" re-signs with what the verdict recognised: make it current.
-        services.with_verdicts(bin_, [item])
+        with_verdicts(storage, settings, bin_, [item])
     return build_outgoing(
         item,
-        store.get_body(services.engine, item["seq"]),
+        storage.get_body(item["seq"]),
         edit,
         signing=bin_.get("signing"),
         url=url,

@@ -1,4 +1,4 @@
-"""The per-process auto-forward delivery loop over the database queue (``app.forwardqueue``).
+"""The per-process auto-forward delivery loop over the database queue (``app.delivery.queue``).
 
 Each worker process runs one loop. It wakes when a capture of this process queued a forward, when
 a try of this process ended, when a scheduled retry of this process is due, and at least every
@@ -17,16 +17,13 @@ import secrets
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
 
+from app.config import Settings
 from app.core import lifecycle
 from app.delivery import queue as forwardqueue
 from app.delivery.queue import Entry, Outcome
 from app.delivery.replay import TargetRefused, record_refusal, replay
-from app.storage import store
-
-if TYPE_CHECKING:
-    from app.wiring import Services
+from app.storage.repository import Storage
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +45,9 @@ def lease_seconds(replay_timeout_seconds: float) -> float:
 class DeliveryLoop:
     """Claims due queue entries and tries them, at most ``forward_concurrency`` at once."""
 
-    def __init__(self, services: Services) -> None:
-        settings = services.settings
-        self._services = services
+    def __init__(self, storage: Storage, settings: Settings) -> None:
+        self._storage = storage
+        self._settings = settings
         self._delays = settings.forward_retry_delays  # raises at start-up when malformed
         self._poll = max(0.01, settings.forward_poll_seconds)
         self._concurrency = max(1, settings.forward_concurrency)
@@ -140,12 +137,11 @@ class DeliveryLoop:
         room = self._concurrency - len(self._in_flight)
         if room <= 0:
             return
-        services = self._services
         # A plain read first: an idle process must not queue for the write lock every poll.
-        if not forwardqueue.due_heads(services.engine, limit=room):
+        if not self._storage.read(forwardqueue.due_heads, limit=room):
             return
         owner = f"{self._owner}:{next(self._claims)}"
-        entries = services.writes.run(
+        entries = self._storage.write(
             forwardqueue.claim_due, owner, lease_seconds=self._lease, limit=room
         )
         for entry in entries:
@@ -176,19 +172,19 @@ class DeliveryLoop:
             self._wake.set()
 
     def _try(self, entry: Entry) -> Outcome | None:
-        services = self._services
-        item = store.get_request(services.engine, entry.request_id)
+        storage, settings = self._storage, self._settings
+        item = storage.get_request(entry.request_id)
         if item is None:
             return None  # deleted: its queue entry went with it
         try_no = entry.tries + 1
         try:
             attempt = replay(
-                services, item, entry.url, kind="forward", queue_id=entry.id, try_no=try_no
+                storage, settings, item, entry.url, kind="forward", queue_id=entry.id, try_no=try_no
             )
         except TargetRefused as exc:
             # No retry can change a policy decision: give up at once, and say why.
             record_refusal(
-                services, item, entry.url, "forward", str(exc), queue_id=entry.id, try_no=try_no
+                storage, item, entry.url, "forward", str(exc), queue_id=entry.id, try_no=try_no
             )
             return self._settle(entry, delivered=False, error=f"refused: {exc}", give_up=True)
         status = attempt["status"]
@@ -201,7 +197,7 @@ class DeliveryLoop:
     def _settle(
         self, entry: Entry, *, delivered: bool, error: str | None, give_up: bool = False
     ) -> Outcome | None:
-        return self._services.writes.run(
+        return self._storage.write(
             forwardqueue.settle,
             entry.id,
             entry.lease_owner,

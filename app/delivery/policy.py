@@ -20,8 +20,11 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+
+from app.config import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -103,6 +106,23 @@ class TargetPolicy:
     capture_prefix: str = "/h/"
     # Ports this server listens on locally: loopback:port + capture path is a loop too.
     own_ports: tuple[int, ...] = ()
+
+
+def policy_for(settings: Settings, request_host: str | None = None) -> TargetPolicy:
+    """The replay/forward policy of this server, refusing its own capture URLs.
+
+    ``request_host`` is the ``Host`` a page or API call came in on: another name of this server.
+    """
+    hosts = []
+    if settings.public_url:
+        hosts.append(urlsplit(settings.public_url).netloc)
+    if request_host:
+        hosts.append(request_host)
+    return TargetPolicy(
+        allow_private=settings.allow_private_targets,
+        forbidden_hosts=tuple(hosts),
+        own_ports=(settings.listen_port,),
+    )
 
 
 @dataclass(frozen=True)

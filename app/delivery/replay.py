@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from app.config import Settings
+from app.core.clock import utcnow
 from app.delivery.client import send
-from app.delivery.policy import TargetRefused, vet_target
-from app.storage import store
+from app.delivery.policy import TargetRefused, policy_for, vet_target
+from app.storage.repository import Storage
 
 if TYPE_CHECKING:
     from app.delivery.edit import Outgoing
-    from app.wiring import Services
 
 __all__ = ["TargetRefused", "replay", "suffix_of"]
 
@@ -22,7 +23,8 @@ def suffix_of(item: dict[str, Any]) -> str:
 
 
 def replay(
-    services: Services,
+    storage: Storage,
+    settings: Settings,
     item: dict[str, Any],
     url: str,
     *,
@@ -34,7 +36,7 @@ def replay(
 ) -> dict[str, Any]:
     """Send request ``item`` to ``url`` and return the stored attempt.
 
-    ``outgoing`` (see ``app.replayedit``) is an edited and/or re-signed version of the request:
+    ``outgoing`` (see ``app.delivery.edit``) is an edited and/or re-signed version of the request:
     it is sent instead of the captured one and stored with the attempt.
 
     Raises ``TargetRefused`` (nothing is sent or stored) when the policy refuses the target.
@@ -42,18 +44,17 @@ def replay(
     ``error`` set. Auto-forwards pass their queue entry and try number (``queue_id``,
     ``try_no``), which are stored with the attempt.
     """
-    settings = services.settings
-    target = vet_target(url, services.target_policy(request_host))
+    target = vet_target(url, policy_for(settings, request_host))
     if outgoing is None:
         method, suffix = item["method"], suffix_of(item)
         headers = [(name, value) for name, value in item["headers"]]
-        body = store.get_body(services.engine, item["seq"])
+        body = storage.get_body(item["seq"])
         sent: dict[str, Any] = {}
     else:
         method, suffix, body = outgoing.method, outgoing.suffix, outgoing.body
         headers = outgoing.send_headers()
         sent = outgoing.attempt_fields()
-    started = store.utcnow()
+    started = utcnow()
     result = send(
         method,
         target,
@@ -64,10 +65,7 @@ def replay(
         max_response_bytes=settings.replay_max_response_bytes,
         verify_tls=settings.replay_verify_tls,
     )
-    # Stored through the serialised writer: under gevent an SQLite write on the event loop
-    # would stall the worker for its fsync and for any wait on another process's write lock.
-    return services.writes.run(
-        store.add_attempt,
+    return storage.add_attempt(
         item["seq"],
         kind,
         queue_id=queue_id,
@@ -87,7 +85,7 @@ def replay(
 
 
 def record_refusal(
-    services: Services,
+    storage: Storage,
     item: dict[str, Any],
     url: str,
     kind: str,
@@ -97,15 +95,14 @@ def record_refusal(
     try_no: int | None = None,
 ) -> None:
     """Store a forward that the target policy refused, so the user sees why nothing arrived."""
-    services.writes.run(
-        store.add_attempt,
+    storage.add_attempt(
         item["seq"],
         kind,
         queue_id=queue_id,
         try_no=try_no,
         method=item["method"],
         url=url,
-        started_at=store.utcnow(),
+        started_at=utcnow(),
         status=None,
         response_headers=[],
         response_body=b"",

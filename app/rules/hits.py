@@ -3,11 +3,8 @@
 The counter is one row per (bin, rule) in ``rule_hits``, bumped with a single atomic upsert that
 returns the new value, so however many workers and hosts answer a bin, exactly the first N
 matching requests fail. Counters start over when the bin's responses are saved
-(``store.update_bin`` deletes the rows in the same transaction).
-
-The bump is a write like any other outside the capture commit, so it goes through
-``app.dbwrites.SerialWrites``: on SQLite it runs on a native thread under the writers' lock file,
-so an fsync or another process's write never freezes the event loop.
+(``store.update_bin`` deletes the rows in the same transaction). The bump is a write like any
+other outside the capture commit, so it goes through ``Storage.write``.
 """
 
 from __future__ import annotations
@@ -17,7 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from app.storage.db import rule_hits
-from app.storage.writes import SerialWrites, write_transaction
+from app.storage.repository import Storage
+from app.storage.writes import write_transaction
 
 
 class BinGone(Exception):
@@ -50,9 +48,9 @@ def bump(engine: Engine, bin_id: str, rule_id: str) -> int:
 class RuleHits:
     """This process's way of bumping rule counters."""
 
-    def __init__(self, writes: SerialWrites) -> None:
-        self._writes = writes
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
 
     def bump(self, bin_id: str, rule_id: str) -> int:
         """Add one to the rule's counter and return the new value; BinGone if the bin is gone."""
-        return self._writes.run(bump, bin_id, rule_id)
+        return self._storage.write(bump, bin_id, rule_id)

@@ -10,14 +10,15 @@ from flask import Blueprint, Response, abort, current_app, jsonify, request, sen
 
 from app.bins import names
 from app.config import PROJECT_ROOT
+from app.core.clock import utcnow
 from app.delivery.edit import EditError, outgoing_from_api
-from app.delivery.queue import DELIVERED, describe, retry_now, state_of
+from app.delivery.queue import DELIVERED, retry_now, state_of
 from app.delivery.replay import TargetRefused, replay
 from app.rules import answers
 from app.signing import verdicts
-from app.storage import store
-from app.web.urls import capture_url, view_url
-from app.wiring import current_services
+from app.storage.ids import seq_from_id
+from app.web.lookup import bin_or_404, request_or_404, services, storage, verdicts_of
+from app.web.serialize import public_attempt, public_bin, public_forward, public_request
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -41,52 +42,7 @@ def _too_large(_exc: Exception) -> tuple[Response, int]:
     return _error(413, "request body too large")
 
 
-_INTERNAL_FIELDS = frozenset({"seq", "signing_rev"})
 _BAD_URL_CHARS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
-
-
-def public_request(item: dict[str, Any]) -> dict[str, Any]:
-    """A stored request as the API shows it (internal bookkeeping left out)."""
-    return {k: v for k, v in item.items() if k not in _INTERNAL_FIELDS}
-
-
-def public_bin(bin_: dict[str, Any]) -> dict[str, Any]:
-    """A bin with its absolute URLs (internal bookkeeping left out)."""
-    shown = {k: v for k, v in bin_.items() if k not in _INTERNAL_FIELDS}
-    return {**shown, "capture_url": capture_url(bin_["id"]), "view_url": view_url(bin_["id"])}
-
-
-def public_attempt(attempt: dict[str, Any]) -> dict[str, Any]:
-    """An attempt with its body as base64 (and as text when it is UTF-8).
-
-    ``sent`` is what an edited or re-signed replay sent (null: the captured request as is), in
-    the same fields the replay API takes.
-    """
-    body: bytes = attempt["body"]
-    out = {k: v for k, v in attempt.items() if k != "body"}
-    out["body_base64"] = base64.b64encode(body).decode()
-    try:
-        out["body_text"] = body.decode("utf-8")
-    except UnicodeDecodeError:
-        out["body_text"] = None
-    sent = attempt.get("sent")
-    if sent is not None:
-        path, _, query = sent["suffix"].partition("?")
-        sent_body: bytes = sent["body"]
-        try:
-            sent_text: str | None = sent_body.decode("utf-8")
-        except UnicodeDecodeError:
-            sent_text = None
-        out["sent"] = {
-            "method": attempt["method"],
-            "path": path,
-            "query": query,
-            "headers": sent["headers"],
-            "body_base64": base64.b64encode(sent_body).decode(),
-            "body_text": sent_text,
-            "body_size": len(sent_body),
-        }
-    return out
 
 
 def _request_json(*, force: bool = False) -> Any:
@@ -106,20 +62,6 @@ def _json_body() -> dict[str, Any]:
     return data
 
 
-def _bin_or_404(bin_id: str) -> dict[str, Any]:
-    found = store.get_bin(current_services().engine, bin_id)
-    if found is None:
-        abort(404)
-    return found
-
-
-def _request_or_404(request_id: str) -> dict[str, Any]:
-    found = store.get_request(current_services().engine, request_id)
-    if found is None:
-        abort(404)
-    return found
-
-
 @bp.post("/bins")
 def create_bin() -> tuple[Response, int]:
     """Create a bin: named when the body says ``{"name": ...}``, else with a random id."""
@@ -132,7 +74,7 @@ def create_bin() -> tuple[Response, int]:
         if name is not None and not isinstance(name, str):
             return _error(400, "name must be a string (or null for a random id)")
     try:
-        created = names.create_bin(current_services().engine, name, current_app.url_map)
+        created = names.create_bin(storage(), name, current_app.url_map)
     except names.NameRefused as exc:
         return _error(exc.status, str(exc))
     return jsonify(public_bin(created)), 201
@@ -141,13 +83,13 @@ def create_bin() -> tuple[Response, int]:
 @bp.get("/bins/<bin_id>")
 def get_bin(bin_id: str) -> Response:
     """One bin."""
-    return jsonify(public_bin(_bin_or_404(bin_id)))
+    return jsonify(public_bin(bin_or_404(bin_id)))
 
 
 @bp.patch("/bins/<bin_id>")
 def patch_bin(bin_id: str) -> Response | tuple[Response, int]:
     """Change a bin's forward target, auto-forward switch, signing secrets and responses."""
-    _bin_or_404(bin_id)
+    bin_or_404(bin_id)
     data = _json_body()
     changes: dict[str, Any] = {}
     if "forward_url" in data:
@@ -176,47 +118,42 @@ def patch_bin(bin_id: str) -> Response | tuple[Response, int]:
             changes["responses"] = answers.validate_responses(data["responses"])
         except ValueError as exc:
             return _error(400, str(exc))
-    services = current_services()
-    updated = store.update_bin(services.engine, bin_id, **changes)
-    services.bins.forget(bin_id)
+    updated = storage().update_bin(bin_id, **changes)
     return jsonify(public_bin(updated or {}))
 
 
 @bp.delete("/bins/<bin_id>")
 def delete_bin(bin_id: str) -> tuple[str, int]:
     """Delete a bin and everything in it."""
-    services = current_services()
-    if not store.delete_bin(services.engine, bin_id):
+    if not storage().delete_bin(bin_id):
         abort(404)
-    services.bins.forget(bin_id)
     return "", 204
 
 
 @bp.delete("/bins/<bin_id>/requests")
 def clear_bin(bin_id: str) -> Response:
     """Delete every request of a bin."""
-    _bin_or_404(bin_id)
-    return jsonify({"deleted": store.clear_bin(current_services().engine, bin_id)})
+    bin_or_404(bin_id)
+    return jsonify({"deleted": storage().clear_bin(bin_id)})
 
 
 @bp.get("/bins/<bin_id>/requests")
 def list_requests(bin_id: str) -> Response | tuple[Response, int]:
     """A page of a bin's requests, newest first."""
-    bin_ = _bin_or_404(bin_id)
-    services = current_services()
+    bin_ = bin_or_404(bin_id)
     try:
-        limit = int(request.args.get("limit", services.settings.page_size))
+        limit = int(request.args.get("limit", services().settings.page_size))
     except ValueError:
         return _error(400, "limit must be a number")
     limit = max(1, min(limit, 500))
     before = request.args.get("before")
     before_seq = None
     if before:
-        before_seq = store.seq_from_id(before)
+        before_seq = seq_from_id(before)
         if before_seq is None:
             return _error(400, "before must be a request id")
-    items = store.list_requests(services.engine, bin_id, limit=limit, before_seq=before_seq)
-    services.with_verdicts(bin_, items)
+    items = storage().list_requests(bin_id, limit=limit, before_seq=before_seq)
+    verdicts_of(bin_, items)
     next_cursor = items[-1]["id"] if len(items) == limit else None
     return jsonify({"items": [public_request(i) for i in items], "next": next_cursor})
 
@@ -224,15 +161,15 @@ def list_requests(bin_id: str) -> Response | tuple[Response, int]:
 @bp.get("/requests/<request_id>")
 def get_request(request_id: str) -> Response:
     """One captured request (without its body)."""
-    item = _request_or_404(request_id)
-    current_services().with_verdicts(_bin_or_404(item["bin_id"]), [item])
+    item = request_or_404(request_id)
+    verdicts_of(bin_or_404(item["bin_id"]), [item])
     return jsonify(public_request(item))
 
 
 @bp.delete("/requests/<request_id>")
 def delete_request(request_id: str) -> tuple[str, int]:
     """Delete one captured request."""
-    if not store.delete_request(current_services().engine, request_id):
+    if not storage().delete_request(request_id):
         abort(404)
     return "", 204
 
@@ -242,8 +179,8 @@ def get_body(request_id: str) -> Response:
     """The exact bytes captured, as a download that no browser will render."""
     import io
 
-    item = _request_or_404(request_id)
-    data = store.get_body(current_services().engine, item["seq"])
+    item = request_or_404(request_id)
+    data = storage().get_body(item["seq"])
     response = send_file(
         io.BytesIO(data),
         mimetype="application/octet-stream",
@@ -259,28 +196,35 @@ def get_body(request_id: str) -> Response:
 @bp.get("/requests/<request_id>/attempts")
 def list_attempts(request_id: str) -> Response:
     """Every replay/forward attempt of a request, newest first."""
-    item = _request_or_404(request_id)
-    attempts = store.list_attempts(current_services().engine, item["seq"])
+    item = request_or_404(request_id)
+    attempts = storage().list_attempts(item["seq"])
     return jsonify({"items": [public_attempt(a) for a in attempts]})
 
 
 @bp.post("/requests/<request_id>/replay")
 def replay_request(request_id: str) -> tuple[Response, int]:
     """Replay a request to ``url`` (default: the bin's forward URL)."""
-    item = _request_or_404(request_id)
+    item = request_or_404(request_id)
     data = _request_json() or {}
     if not isinstance(data, dict):
         return _error(400, "expected a JSON object body")
     url = data.get("url")
-    services = current_services()
+    current = services()
     if not url:
-        url = (store.get_bin(services.engine, item["bin_id"]) or {}).get("forward_url")
+        url = (current.storage.get_bin(item["bin_id"]) or {}).get("forward_url")
     if not isinstance(url, str) or not url:
         return _error(400, "give a target url (or set the bin's forward_url)")
     try:
         # Edit fields (method, path, query, headers, body, body_base64, resign) are optional.
-        outgoing = outgoing_from_api(services, item, data, url)
-        attempt = replay(services, item, url, request_host=request.host, outgoing=outgoing)
+        outgoing = outgoing_from_api(current.storage, current.settings, item, data, url)
+        attempt = replay(
+            current.storage,
+            current.settings,
+            item,
+            url,
+            request_host=request.host,
+            outgoing=outgoing,
+        )
     except EditError as exc:
         return _error(400, str(exc))
     except TargetRefused as exc:
@@ -291,37 +235,29 @@ def replay_request(request_id: str) -> tuple[Response, int]:
     return jsonify(payload), 200
 
 
-def public_forward(state: dict[str, Any]) -> dict[str, Any]:
-    """A request's auto-forward state with the retry budget and a line for people."""
-    return {
-        **state,
-        "max_tries": current_services().delivery.max_tries,
-        "summary": describe(state),
-    }
-
-
 @bp.get("/requests/<request_id>/forward")
 def forward_state(request_id: str) -> Response | tuple[Response, int]:
     """Where the auto-forward of a request stands (404 when it was never queued)."""
-    item = _request_or_404(request_id)
-    state = state_of(current_services().engine, item["seq"])
+    item = request_or_404(request_id)
+    current = services()
+    state = current.storage.read(state_of, item["seq"])
     if state is None:
         return _error(404, "this request was not queued for auto-forward")
-    return jsonify(public_forward(state))
+    return jsonify(public_forward(state, current.delivery.max_tries))
 
 
 @bp.post("/requests/<request_id>/forward/retry")
 def retry_forward(request_id: str) -> tuple[Response, int]:
     """Try the auto-forward of a request now: skip the wait, or re-open one given up on."""
-    item = _request_or_404(request_id)
-    services = current_services()
-    state = services.writes.run(retry_now, item["seq"])
+    item = request_or_404(request_id)
+    current = services()
+    state = current.storage.write(retry_now, item["seq"])
     if state is None:
         return _error(404, "this request was not queued for auto-forward")
     if state["state"] == DELIVERED:
         return _error(409, "already delivered; replay the request to send it again")
-    services.delivery.wake()
-    return jsonify(public_forward(state)), 202
+    current.delivery.wake()
+    return jsonify(public_forward(state, current.delivery.max_tries)), 202
 
 
 @bp.get("/openapi.yaml")
@@ -384,7 +320,7 @@ def _listen_attempt_fields(data: dict[str, Any]) -> dict[str, Any] | str:
 @bp.post("/requests/<request_id>/attempts")
 def report_attempt(request_id: str) -> tuple[Response, int]:
     """Store the outcome of a delivery made elsewhere (``hookbin listen`` on a laptop)."""
-    item = _request_or_404(request_id)
+    item = request_or_404(request_id)
     data = _json_body()
     kind = data.get("kind")
     if not isinstance(kind, str):
@@ -398,16 +334,14 @@ def report_attempt(request_id: str) -> tuple[Response, int]:
     fields = _listen_attempt_fields(data)
     if isinstance(fields, str):
         return _error(400, fields)
-    services = current_services()
     body: bytes = fields["body"]
-    cap = services.settings.replay_max_response_bytes
-    attempt = store.add_attempt(
-        services.engine,
+    cap = services().settings.replay_max_response_bytes
+    attempt = storage().add_attempt(
         item["seq"],
         "listen",
         method=fields["method"],
         url=fields["url"],
-        started_at=store.utcnow(),
+        started_at=utcnow(),
         status=fields["status"],
         response_headers=fields["headers"],
         response_body=body[:cap],

@@ -1,4 +1,4 @@
-"""The browser UI: thin views over ``store`` and ``replay``, rendered by Jinja (autoescaped)."""
+"""The browser UI: thin views over storage and replay, rendered by Jinja (autoescaped)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from app.inspect.bodyview import build_view, hex_dump, human_size
 from app.rules import form as answerform
 from app.signing import verdicts
 from app.signing.signatures import PROVIDERS
-from app.storage import store
+from app.storage.ids import seq_from_id
+from app.web.lookup import bin_or_404, request_in_bin, services, storage, verdicts_of
 from app.web.urls import capture_url
-from app.wiring import current_services
 
 bp = Blueprint("web", __name__)
 
@@ -54,20 +54,6 @@ def _not_found(_exc: Exception) -> tuple[Response | str, int]:
     return render_template("not_found.html", bin_id=bin_id), 404
 
 
-def _bin_or_404(bin_id: str) -> dict[str, Any]:
-    found = store.get_bin(current_services().engine, bin_id)
-    if found is None:
-        abort(404)
-    return found
-
-
-def _request_in_bin(bin_id: str, request_id: str) -> dict[str, Any]:
-    item = store.get_request(current_services().engine, request_id)
-    if item is None or item["bin_id"] != bin_id:
-        abort(404)
-    return item
-
-
 def _is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
@@ -76,7 +62,7 @@ def _is_htmx() -> bool:
 def healthz() -> tuple[dict[str, Any], int]:
     """Liveness for load balancers and container health checks: is the database answering?"""
     try:
-        store.ping(current_services().engine)
+        storage().ping()
     except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
         return {"ok": False, "error": type(exc).__name__}, 503
     return {"ok": True}, 200
@@ -93,7 +79,7 @@ def create_bin() -> Response | tuple[str, int]:
     """Create a bin (named when the form gives a name) and go to its page."""
     name = (request.form.get("name") or "").strip()
     try:
-        created = names.create_bin(current_services().engine, name or None, current_app.url_map)
+        created = names.create_bin(storage(), name or None, current_app.url_map)
     except names.NameRefused as exc:
         # Back to the form, with what was typed and why it cannot be used.
         return render_template("index.html", name=name, name_error=str(exc)), exc.status
@@ -101,53 +87,46 @@ def create_bin() -> Response | tuple[str, int]:
 
 
 def _page_context(bin_: dict[str, Any]) -> dict[str, Any]:
-    services = current_services()
-    limit = services.settings.page_size
-    items = services.with_verdicts(
-        bin_, store.list_requests(services.engine, bin_["id"], limit=limit)
-    )
+    limit = services().settings.page_size
+    items = verdicts_of(bin_, storage().list_requests(bin_["id"], limit=limit))
     return {
         "bin": bin_,
         "capture_url": capture_url(bin_["id"]),
         "items": items,
         "more": items[-1]["id"] if len(items) == limit else None,
-        "total": store.count_requests(services.engine, bin_["id"]),
+        "total": storage().count_requests(bin_["id"]),
     }
 
 
 @bp.get("/bins/<bin_id>")
 def bin_page(bin_id: str) -> str:
     """A bin: its capture URL, the live list of requests, the detail pane."""
-    return render_template("bin.html", **_page_context(_bin_or_404(bin_id)), detail=None)
+    return render_template("bin.html", **_page_context(bin_or_404(bin_id)), detail=None)
 
 
 @bp.get("/bins/<bin_id>/r/<request_id>")
 def request_page(bin_id: str, request_id: str) -> str:
     """A bin's page with one request opened (a link that can be shared within a team)."""
-    bin_ = _bin_or_404(bin_id)
-    detail = _detail_context(bin_, _request_in_bin(bin_id, request_id))
+    bin_ = bin_or_404(bin_id)
+    detail = _detail_context(bin_, request_in_bin(bin_id, request_id))
     return render_template("bin.html", **{**_page_context(bin_), **detail}, detail=True)
 
 
 @bp.get("/bins/<bin_id>/rows")
 def older_rows(bin_id: str) -> str:
     """The next page of older requests (htmx "load more")."""
-    bin_ = _bin_or_404(bin_id)
-    services = current_services()
-    before = store.seq_from_id(request.args.get("before", ""))
-    limit = services.settings.page_size
-    items = services.with_verdicts(
-        bin_, store.list_requests(services.engine, bin_id, limit=limit, before_seq=before)
-    )
+    bin_ = bin_or_404(bin_id)
+    before = seq_from_id(request.args.get("before", ""))
+    limit = services().settings.page_size
+    items = verdicts_of(bin_, storage().list_requests(bin_id, limit=limit, before_seq=before))
     more = items[-1]["id"] if len(items) == limit else None
     return render_template("fragments/rows.html", items=items, bin_id=bin_id, more=more)
 
 
 def _detail_context(bin_: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
-    services = current_services()
-    engine = services.engine
-    services.with_verdicts(bin_, [item])
-    body = store.get_body(engine, item["seq"])
+    store = storage()
+    verdicts_of(bin_, [item])
+    body = store.get_body(item["seq"])
     hex_lines, hex_truncated = hex_dump(body, _HEX_CAP)
     from urllib.parse import parse_qsl
 
@@ -158,9 +137,9 @@ def _detail_context(bin_: dict[str, Any], item: dict[str, Any]) -> dict[str, Any
         "view": build_view(body, [(h[0], h[1]) for h in item["headers"]]),
         "hex_lines": hex_lines,
         "hex_truncated": hex_truncated,
-        "attempts": store.list_attempts(engine, item["seq"]),
+        "attempts": store.list_attempts(item["seq"]),
         "target": bin_["forward_url"] or "http://localhost:3000",
-        "forward": _forward(state_of(engine, item["seq"])),
+        "forward": _forward(store.read(state_of, item["seq"])),
     }
 
 
@@ -176,10 +155,10 @@ def forward_state(bin_id: str, request_id: str) -> str:
     ``seen`` is how many attempts the page lists: when tries were made since, the attempts list
     comes along (out-of-band), so the page never says "gave up after 6 tries" over three.
     """
-    item = _request_in_bin(bin_id, request_id)
-    engine = current_services().engine
-    forward = _forward(state_of(engine, item["seq"]))
-    attempts = store.list_attempts(engine, item["seq"])
+    item = request_in_bin(bin_id, request_id)
+    store = storage()
+    forward = _forward(store.read(state_of, item["seq"]))
+    attempts = store.list_attempts(item["seq"])
     seen = request.args.get("seen", type=int)
     changed = seen is not None and seen != len(attempts)
     return render_template(
@@ -194,11 +173,11 @@ def forward_state(bin_id: str, request_id: str) -> str:
 @bp.post("/bins/<bin_id>/requests/<request_id>/forward/retry")
 def retry_forward(bin_id: str, request_id: str) -> str:
     """The "Retry now" button: make the forward due at once, or re-open one given up on."""
-    item = _request_in_bin(bin_id, request_id)
-    services = current_services()
-    forward = _forward(services.writes.run(retry_now, item["seq"]))
-    services.delivery.wake()
-    attempts = store.list_attempts(services.engine, item["seq"])
+    item = request_in_bin(bin_id, request_id)
+    current = services()
+    forward = _forward(current.storage.write(retry_now, item["seq"]))
+    current.delivery.wake()
+    attempts = current.storage.list_attempts(item["seq"])
     return render_template(
         "fragments/forward.html", item=item, forward=forward, attempts=attempts, attempts_oob=True
     )
@@ -207,18 +186,18 @@ def retry_forward(bin_id: str, request_id: str) -> str:
 @bp.get("/bins/<bin_id>/requests/<request_id>")
 def request_detail(bin_id: str, request_id: str) -> str:
     """The detail pane of one request (htmx fragment)."""
-    bin_ = _bin_or_404(bin_id)
-    detail = _detail_context(bin_, _request_in_bin(bin_id, request_id))
+    bin_ = bin_or_404(bin_id)
+    detail = _detail_context(bin_, request_in_bin(bin_id, request_id))
     return render_template("fragments/detail.html", **detail)
 
 
 @bp.post("/bins/<bin_id>/requests/<request_id>/replay")
 def replay_request(bin_id: str, request_id: str) -> str | tuple[str, int]:
     """Replay from the page; answers with the refreshed attempts list."""
-    bin_ = _bin_or_404(bin_id)
-    item = _request_in_bin(bin_id, request_id)
+    bin_ = bin_or_404(bin_id)
+    item = request_in_bin(bin_id, request_id)
     url = (request.form.get("url") or "").strip()
-    services = current_services()
+    current = services()
     error: str | None = None
     new_target: str | None = None
     if not url:
@@ -226,7 +205,7 @@ def replay_request(bin_id: str, request_id: str) -> str | tuple[str, int]:
     else:
         new_target = remember_target(bin_, url)
         try:
-            replay(services, item, url, request_host=request.host)
+            replay(current.storage, current.settings, item, url, request_host=request.host)
         except TargetRefused as exc:
             error = str(exc)
     return attempts_fragment(item, error, 422, new_target)
@@ -237,9 +216,7 @@ def remember_target(bin_: dict[str, Any], url: str) -> str | None:
     or None when it was the default already."""
     if url == bin_["forward_url"]:
         return None
-    services = current_services()
-    store.update_bin(services.engine, bin_["id"], forward_url=url)
-    services.bins.forget(bin_["id"])
+    storage().update_bin(bin_["id"], forward_url=url)
     return url
 
 
@@ -251,7 +228,7 @@ def attempts_fragment(
     htmx only swaps 2xx answers in, so for htmx the error travels inside a 200 fragment; other
     clients get ``status``.
     """
-    attempts = store.list_attempts(current_services().engine, item["seq"])
+    attempts = storage().list_attempts(item["seq"])
     html = render_template(
         "fragments/attempts.html",
         attempts=attempts,
@@ -265,11 +242,11 @@ def attempts_fragment(
 @bp.post("/bins/<bin_id>/requests/<request_id>/delete")
 def delete_request(bin_id: str, request_id: str) -> Response | str:
     """Delete one request."""
-    _request_in_bin(bin_id, request_id)
-    engine = current_services().engine
-    store.delete_request(engine, request_id)
+    request_in_bin(bin_id, request_id)
+    store = storage()
+    store.delete_request(request_id)
     if _is_htmx():
-        html = render_template("fragments/deleted.html", total=store.count_requests(engine, bin_id))
+        html = render_template("fragments/deleted.html", total=store.count_requests(bin_id))
         # The address bar may still name the deleted request (/bins/<bin>/r/<request>).
         return Response(html, headers={"HX-Replace-Url": url_for("web.bin_page", bin_id=bin_id)})
     return redirect(url_for("web.bin_page", bin_id=bin_id), code=303)
@@ -297,8 +274,7 @@ def _settings_refused(bin_: dict[str, Any], message: str) -> str | tuple[str, in
 @bp.post("/bins/<bin_id>/settings")
 def bin_settings(bin_id: str) -> Response | str | tuple[str, int]:
     """Save the forward target, the auto-forward switch, the signing secrets and responses."""
-    bin_ = _bin_or_404(bin_id)
-    services = current_services()
+    bin_ = bin_or_404(bin_id)
     changes: dict[str, Any] = {
         "forward_url": (request.form.get("forward_url") or "").strip() or None,
         "auto_forward": request.form.get("auto_forward") == "on",
@@ -320,8 +296,7 @@ def bin_settings(bin_id: str) -> Response | str | tuple[str, int]:
             return _settings_refused(bin_, str(exc))
         if responses != bin_.get("responses"):
             changes["responses"] = responses  # a real change also starts rule counters over
-    updated = store.update_bin(services.engine, bin_id, **changes)
-    services.bins.forget(bin_id)
+    updated = storage().update_bin(bin_id, **changes)
     if _is_htmx():
         return render_template("fragments/settings.html", bin=updated, saved=True)
     return redirect(url_for("web.bin_page", bin_id=bin_id), code=303)
@@ -330,15 +305,13 @@ def bin_settings(bin_id: str) -> Response | str | tuple[str, int]:
 @bp.post("/bins/<bin_id>/clear")
 def clear_bin(bin_id: str) -> Response:
     """Delete every request of the bin."""
-    _bin_or_404(bin_id)
-    store.clear_bin(current_services().engine, bin_id)
+    bin_or_404(bin_id)
+    storage().clear_bin(bin_id)
     return redirect(url_for("web.bin_page", bin_id=bin_id), code=303)
 
 
 @bp.post("/bins/<bin_id>/delete")
 def delete_bin(bin_id: str) -> Response:
     """Delete the bin and everything in it."""
-    services = current_services()
-    store.delete_bin(services.engine, bin_id)
-    services.bins.forget(bin_id)
+    storage().delete_bin(bin_id)
     return redirect(url_for("web.index"), code=303)

@@ -26,9 +26,8 @@ from app.delivery.edit import (
 )
 from app.delivery.replay import TargetRefused, replay, suffix_of
 from app.inspect.diff import Side, compare
-from app.storage import store
-from app.web.pages import _bin_or_404, _request_in_bin, attempts_fragment, remember_target
-from app.wiring import current_services
+from app.web.lookup import bin_or_404, request_in_bin, services, storage, verdicts_of
+from app.web.pages import attempts_fragment, remember_target
 
 bp = Blueprint("webreplay", __name__)
 
@@ -50,16 +49,15 @@ def edit_form(bin_id: str, request_id: str) -> str:
 
     The target is the one typed next to the Replay button (sent along as ``url``), if any.
     """
-    bin_ = _bin_or_404(bin_id)
-    item = _request_in_bin(bin_id, request_id)
-    services = current_services()
-    services.with_verdicts(bin_, [item])
+    bin_ = bin_or_404(bin_id)
+    item = request_in_bin(bin_id, request_id)
+    verdicts_of(bin_, [item])
     headers = replay_headers([(name, value) for name, value in item["headers"]])
     return render_template(
         "fragments/edit_replay.html",
         item=item,
         headers_text=header_lines(headers),
-        body=editable_body(store.get_body(services.engine, item["seq"])),
+        body=editable_body(storage().get_body(item["seq"])),
         target=(request.args.get("url") or "").strip()
         or bin_["forward_url"]
         or "http://localhost:3000",
@@ -70,9 +68,9 @@ def edit_form(bin_id: str, request_id: str) -> str:
 @bp.post("/bins/<bin_id>/requests/<request_id>/replay-edited")
 def replay_edited(bin_id: str, request_id: str) -> str | tuple[str, int]:
     """Send the edited (and possibly re-signed) request; answers with the attempts list."""
-    bin_ = _bin_or_404(bin_id)
-    item = _request_in_bin(bin_id, request_id)
-    services = current_services()
+    bin_ = bin_or_404(bin_id)
+    item = request_in_bin(bin_id, request_id)
+    current = services()
     form: MultiDict[str, str] = request.form
     url = (form.get("url") or "").strip()
     error, status = None, 200
@@ -80,8 +78,8 @@ def replay_edited(bin_id: str, request_id: str) -> str | tuple[str, int]:
     try:
         if not url:
             raise EditError("Give a target URL.")
-        services.with_verdicts(bin_, [item])  # "auto" re-signs with the recognised provider
-        captured = store.get_body(services.engine, item["seq"])
+        verdicts_of(bin_, [item])  # "auto" re-signs with the recognised provider
+        captured = current.storage.get_body(item["seq"])
         outgoing = build_outgoing(
             item,
             captured,
@@ -91,7 +89,14 @@ def replay_edited(bin_id: str, request_id: str) -> str | tuple[str, int]:
             now=time.time(),
         )
         new_target = remember_target(bin_, url)
-        replay(services, item, url, request_host=request.host, outgoing=outgoing)
+        replay(
+            current.storage,
+            current.settings,
+            item,
+            url,
+            request_host=request.host,
+            outgoing=outgoing,
+        )
     except EditError as exc:
         error, status = str(exc), 400
     except TargetRefused as exc:
@@ -129,9 +134,9 @@ def _attempt_side(attempt: dict[str, Any], fallback: Side) -> Side:
 @bp.get("/bins/<bin_id>/diff")
 def diff_page(bin_id: str) -> str:
     """Compare request ``a`` with request ``b``, or with what replay ``attempt`` of it sent."""
-    bin_ = _bin_or_404(bin_id)
-    services = current_services()
-    engine = services.engine
+    bin_ = bin_or_404(bin_id)
+    current = services()
+    store = current.storage
     a_id = request.args.get("a", "")
     b_id = request.args.get("b", "")
     attempt_arg = request.args.get("attempt", "")
@@ -139,22 +144,22 @@ def diff_page(bin_id: str) -> str:
         abort(400, "give the request to compare as ?a=<request id>")
     if b_id and attempt_arg:
         abort(400, "compare with another request (b) or with a replay (attempt), not both")
-    left_item = _request_in_bin(bin_id, a_id)
-    left_body = store.get_body(engine, left_item["seq"])
+    left_item = request_in_bin(bin_id, a_id)
+    left_body = store.get_body(left_item["seq"])
     comparison = None
     right_item = None
     attempt = None
     if b_id:
-        right_item = _request_in_bin(bin_id, b_id)
+        right_item = request_in_bin(bin_id, b_id)
         comparison = compare(
             _request_side(left_item, left_body),
-            _request_side(right_item, store.get_body(engine, right_item["seq"])),
+            _request_side(right_item, store.get_body(right_item["seq"])),
         )
     elif attempt_arg:
         # ASCII digits only ("²".isdigit() is true), and few enough for a database integer.
         if not (attempt_arg.isascii() and attempt_arg.isdigit() and len(attempt_arg) <= 18):
             abort(404)
-        attempt = store.get_attempt(engine, left_item["seq"], int(attempt_arg))
+        attempt = store.get_attempt(left_item["seq"], int(attempt_arg))
         if attempt is None:
             abort(404)
         # Host, Content-Length and hop-by-hop headers are never replayed: leave them out of the
@@ -163,10 +168,10 @@ def diff_page(bin_id: str) -> str:
         comparison = compare(left, _attempt_side(attempt, left))
     candidates = [
         r
-        for r in store.list_requests(engine, bin_id, limit=services.settings.page_size)
+        for r in store.list_requests(bin_id, limit=current.settings.page_size)
         if r["id"] != left_item["id"]
     ]
-    replays = [a for a in store.list_attempts(engine, left_item["seq"]) if a["sent"] is not None]
+    replays = [a for a in store.list_attempts(left_item["seq"]) if a["sent"] is not None]
     return render_template(
         "diff.html",
         bin=bin_,

@@ -20,8 +20,9 @@ from flask_sock import ConnectionClosed, Sock
 from wsproto.events import TextMessage
 
 from app.core import fastjson, lifecycle
-from app.storage import store
-from app.wiring import current_services
+from app.storage.ids import seq_from_id
+from app.web.lookup import services, storage, verdicts_of
+from app.web.serialize import public_request
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,10 @@ def _check_stream_request() -> None:
     if not _STREAM_PATH.match(request.path):
         return
     bin_id = (request.view_args or {}).get("bin_id", "")
-    if store.get_bin(current_services().engine, bin_id) is None:
+    if storage().get_bin(bin_id) is None:
         abort(404)
     after = request.args.get("after")
-    if after and store.seq_from_id(after) is None:
+    if after and seq_from_id(after) is None:
         abort(400)
 
 
@@ -97,9 +98,9 @@ def _send_frames(ws: Any, texts: list[str]) -> None:
 
 def _pump(ws: Any, bin_id: str, render: Callable[[dict[str, Any]], str]) -> None:
     ws.sock = _WholeWrites(ws.sock)
-    services = current_services()
+    hub = services().hub
     after = request.args.get("after")
-    viewer = services.hub.subscribe(bin_id, store.seq_from_id(after) if after else None)
+    viewer = hub.subscribe(bin_id, seq_from_id(after) if after else None)
     try:
         while ws.connected:
             if lifecycle.draining():
@@ -111,25 +112,23 @@ def _pump(ws: Any, bin_id: str, render: Callable[[dict[str, Any]], str]) -> None
     except ConnectionClosed:
         pass
     finally:
-        services.hub.unsubscribe(viewer)
+        hub.unsubscribe(viewer)
 
 
 def _checked(item: dict[str, Any]) -> dict[str, Any]:
     # Verdicts are computed at capture; this only re-checks one made under secrets that have
     # changed since.
-    services = current_services()
-    bin_ = services.bins.get(item["bin_id"])
+    store = storage()
+    bin_ = store.cached_bin(item["bin_id"])
     if bin_ is not None and item.get("signing_rev") != bin_["signing_rev"]:
-        services.bins.forget(item["bin_id"])  # the cached copy may hold the old secrets
-        bin_ = services.bins.get(item["bin_id"])
+        store.forget_bin(item["bin_id"])  # the cached copy may hold the old secrets
+        bin_ = store.cached_bin(item["bin_id"])
         if bin_ is not None:
-            services.with_verdicts(bin_, [item := dict(item)])
+            verdicts_of(bin_, [item := dict(item)])
     return item
 
 
 def _json_frame(item: dict[str, Any]) -> str:
-    from app.web.api import public_request
-
     return fastjson.dumps({"type": "request", "request": public_request(_checked(item))})
 
 

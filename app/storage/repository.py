@@ -1,0 +1,145 @@
+"""``Storage``: the one way the rest of Hookbin reads and writes bins, requests and attempts.
+
+Every write runs through the serialised writer (``SerialWrites``): on SQLite it leaves the event
+loop and queues behind every process's other writers, so no caller can stall a worker with an
+fsync or a wait for the write lock. Changing or deleting a bin also drops this process's cached
+copy here, so callers never have to remember to. Captures are the one write that takes another
+path, the group-commit batcher (``app.storage.batcher``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy.engine import Engine
+
+from app.storage import store
+from app.storage.bincache import BinCache
+from app.storage.writes import SerialWrites
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Item = dict[str, Any]
+
+BinExists = store.BinExists
+
+
+class Storage:
+    """Bins, captured requests, their bodies and replay/forward attempts, over one database."""
+
+    def __init__(self, engine: Engine, writes: SerialWrites, *, bin_ttl_seconds: float = 2.0):
+        self._engine = engine
+        self._writes = writes
+        self._bins = BinCache(lambda bin_id: store.get_bin(engine, bin_id), bin_ttl_seconds)
+
+    # -- for storage-owning modules (the forward queue, rule counters, the live hub) ---------------
+
+    def read(self, fn: Callable[Concatenate[Engine, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a read-only query function ``fn(engine, ...)`` on the shared engine."""
+        return fn(self._engine, *args, **kwargs)
+
+    def write(
+        self, fn: Callable[Concatenate[Engine, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Run a write transaction ``fn(engine, ...)`` through the serialised writer."""
+        return self._writes.run(fn, *args, **kwargs)
+
+    # -- bins --------------------------------------------------------------------------------------
+
+    def get_bin(self, bin_id: str) -> Item | None:
+        """The bin as stored now, or None."""
+        return store.get_bin(self._engine, bin_id)
+
+    def cached_bin(self, bin_id: str) -> Item | None:
+        """The bin, possibly a few seconds old (the capture path's lookup), or None."""
+        return self._bins.get(bin_id)
+
+    def forget_bin(self, bin_id: str) -> None:
+        """Drop this process's cached copy of a bin (e.g. once a capture found it gone)."""
+        self._bins.forget(bin_id)
+
+    def create_bin(self, bin_id: str | None = None) -> Item:
+        """A new empty bin called ``bin_id`` (default: random). Raises ``BinExists``."""
+        return self._writes.run(store.create_bin, bin_id)
+
+    def update_bin(self, bin_id: str, **changes: Any) -> Item | None:
+        """Change a bin's settings (see ``store.update_bin``); None when it does not exist."""
+        try:
+            return self._writes.run(store.update_bin, bin_id, **changes)
+        finally:
+            self._bins.forget(bin_id)
+
+    def delete_bin(self, bin_id: str) -> bool:
+        """Delete a bin with everything it captured. True when it existed."""
+        try:
+            return self._writes.run(store.delete_bin, bin_id)
+        finally:
+            self._bins.forget(bin_id)
+
+    def clear_bin(self, bin_id: str) -> int:
+        """Delete every request of a bin, keep the bin. Returns how many went."""
+        return self._writes.run(store.clear_bin, bin_id)
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    def get_request(self, request_id: str) -> Item | None:
+        """One request by public id, or None."""
+        return store.get_request(self._engine, request_id)
+
+    def list_requests(
+        self, bin_id: str, *, limit: int, before_seq: int | None = None
+    ) -> list[Item]:
+        """Up to ``limit`` requests of a bin, newest first, optionally older than ``before_seq``."""
+        return store.list_requests(self._engine, bin_id, limit=limit, before_seq=before_seq)
+
+    def requests_after(self, bin_id: str, after_seq: int, *, limit: int = 500) -> list[Item]:
+        """Requests of a bin above ``after_seq``, oldest first (the live hub's read)."""
+        return store.requests_after(self._engine, bin_id, after_seq, limit=limit)
+
+    def count_requests(self, bin_id: str) -> int:
+        """How many requests a bin holds."""
+        return store.count_requests(self._engine, bin_id)
+
+    def last_seq(self, bin_id: str) -> int:
+        """The newest sequence number in a bin (0 when empty)."""
+        return store.last_seq(self._engine, bin_id)
+
+    def high_water(self) -> int:
+        """The highest request sequence handed out so far, in any bin."""
+        return store.high_water(self._engine)
+
+    def bins_changed_since(self, after_seq: int) -> dict[str, int]:
+        """Every bin holding a request above ``after_seq``, with its highest sequence."""
+        return store.bins_changed_since(self._engine, after_seq)
+
+    def get_body(self, seq: int) -> bytes:
+        """The exact bytes captured for request ``seq``."""
+        return store.get_body(self._engine, seq)
+
+    def delete_request(self, request_id: str) -> bool:
+        """Delete one request. True when it existed."""
+        return self._writes.run(store.delete_request, request_id)
+
+    def save_verdict(self, seq: int, verdict: dict[str, Any], signing_rev: int) -> None:
+        """Store a re-checked signature verdict."""
+        self._writes.run(store.save_verdict, seq, verdict, signing_rev)
+
+    # -- attempts ----------------------------------------------------------------------------------
+
+    def add_attempt(self, request_seq: int, kind: str, **fields: Any) -> Item:
+        """Store one replay/forward attempt and return it."""
+        return self._writes.run(store.add_attempt, request_seq, kind, **fields)
+
+    def list_attempts(self, request_seq: int) -> list[Item]:
+        """Every attempt for a request, newest first."""
+        return store.list_attempts(self._engine, request_seq)
+
+    def get_attempt(self, request_seq: int, attempt_id: int) -> Item | None:
+        """One attempt of request ``request_seq`` by id, or None."""
+        return store.get_attempt(self._engine, request_seq, attempt_id)
+
+    def ping(self) -> None:
+        """Raise unless the database answers."""
+        store.ping(self._engine)

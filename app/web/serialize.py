@@ -1,0 +1,60 @@
+"""Bins, requests and attempts as the JSON API and the live stream show them."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from app.delivery.queue import describe
+from app.web.urls import capture_url, view_url
+
+_INTERNAL_FIELDS = frozenset({"seq", "signing_rev"})
+
+
+def public_request(item: dict[str, Any]) -> dict[str, Any]:
+    """A stored request as the API shows it (internal bookkeeping left out)."""
+    return {k: v for k, v in item.items() if k not in _INTERNAL_FIELDS}
+
+
+def public_bin(bin_: dict[str, Any]) -> dict[str, Any]:
+    """A bin with its absolute URLs (internal bookkeeping left out)."""
+    shown = {k: v for k, v in bin_.items() if k not in _INTERNAL_FIELDS}
+    return {**shown, "capture_url": capture_url(bin_["id"]), "view_url": view_url(bin_["id"])}
+
+
+def public_attempt(attempt: dict[str, Any]) -> dict[str, Any]:
+    """An attempt with its body as base64 (and as text when it is UTF-8).
+
+    ``sent`` is what an edited or re-signed replay sent (null: the captured request as is), in
+    the same fields the replay API takes.
+    """
+    body: bytes = attempt["body"]
+    out = {k: v for k, v in attempt.items() if k != "body"}
+    out["body_base64"] = base64.b64encode(body).decode()
+    try:
+        out["body_text"] = body.decode("utf-8")
+    except UnicodeDecodeError:
+        out["body_text"] = None
+    sent = attempt.get("sent")
+    if sent is not None:
+        path, _, query = sent["suffix"].partition("?")
+        sent_body: bytes = sent["body"]
+        try:
+            sent_text: str | None = sent_body.decode("utf-8")
+        except UnicodeDecodeError:
+            sent_text = None
+        out["sent"] = {
+            "method": attempt["method"],
+            "path": path,
+            "query": query,
+            "headers": sent["headers"],
+            "body_base64": base64.b64encode(sent_body).decode(),
+            "body_text": sent_text,
+            "body_size": len(sent_body),
+        }
+    return out
+
+
+def public_forward(state: dict[str, Any], max_tries: int) -> dict[str, Any]:
+    """A request's auto-forward state with the retry budget and a line for people."""
+    return {**state, "max_tries": max_tries, "summary": describe(state)}
