@@ -1,7 +1,7 @@
 """Chosen bin names: the rule they follow, the words they may not take, creating bins by name.
 
 A named bin's name is its id, so it is the URL segment of its capture URL (``/h/<name>``) and of
-its page (``/bins/<name>``). Random ids (``app.storage.ids.new_bin_id``) are 22 URL-safe base64 characters
+its page (``/bins/<name>``). Random ids (``ids.new_bin_id``) are 22 URL-safe base64 characters
 and may contain capitals and underscores, which names never do; a random id can still happen to
 spell a valid name, so creation relies on the primary key, not on the two shapes, to keep them
 apart.

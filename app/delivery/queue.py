@@ -1,6 +1,6 @@
 """The auto-forward delivery queue: plain functions over the ``forward_queue`` table.
 
-An entry is written by ``app.storage.captures.insert_captures`` in the capture's own transaction, so a request
+An entry is written by ``captures.insert_captures`` in the capture's own transaction, so a request
 that was acknowledged is never lost to a crash before it is forwarded. Any process sharing the
 database may then deliver it:
 

@@ -5,7 +5,7 @@ the hub read the rows after the lowest sequence any local viewer of that bin has
 per bin, however many viewers - and hand each viewer the rows it has not seen yet. That is done at
 once by whoever brings the news (``deliver_now``); the hub's own dispatcher handles the rest:
 refills of viewers that fell behind, wake-ups for every bin, and the safety-net poll. Sequences
-become visible in order (see ``app.storage.captures.insert_captures``), so "after the last one I sent" is a gap-
+become visible in order (see ``captures.insert_captures``), so "after the last one I sent" is a gap-
 and duplicate-free cursor, also across reconnects.
 """
 
