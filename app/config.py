@@ -1,7 +1,7 @@
 """Every setting Hookbin reads, in one place.
 
 Settings come from ``HOOKBIN_*`` environment variables. Each has a documented default so that a
-fresh checkout runs on SQLite with no configuration at all. The README lists them all.
+fresh checkout runs on SQLite with no configuration at all. docs/settings.md lists them all.
 """
 
 from __future__ import annotations

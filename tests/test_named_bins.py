@@ -678,9 +678,9 @@ default = { status = 202, content_type = "text/plain", body = "queued" }
         srv.stop()
 
 
-def test_readme_example_is_a_valid_bins_file(tmp_path: Path) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Named bins and the bins file", 1)[1]
+def test_documented_example_is_a_valid_bins_file(tmp_path: Path) -> None:
+    page = (ROOT / "docs" / "bins-file.md").read_text(encoding="utf-8")
+    section = page.split("## The bins file", 1)[1]
     example = section.split("```toml\n", 1)[1].split("```", 1)[0]
     bins_file = tmp_path / "bins.toml"
     bins_file.write_text(example, encoding="utf-8")
