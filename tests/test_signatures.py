@@ -1,4 +1,4 @@
-"""Tests for app.signatures, using the providers' official libraries as oracles where they exist.
+"""Tests for app.signing (verify and sign), with the providers' official libraries as oracles.
 
 Two directions per library-backed provider: what the official library signs must be "valid" in
 ours, and what our ``sign()`` produces must be accepted by the official library's verifier.
@@ -20,7 +20,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from app.signing.signatures import MISMATCH, PROVIDERS, Verdict, detect_provider, sign, verify
+from app.signing.common import MISMATCH, PROVIDERS, Verdict
+from app.signing.sign import sign
+from app.signing.verify import detect_provider, verify
 
 NOW = 1_700_000_000.0
 JSON_BODY = b'{"id":"evt_1","object":"event","type":"ping","data":{"object":{"n":1}}}'

@@ -14,7 +14,7 @@ from app.delivery.replay import TargetRefused, replay
 from app.inspect.bodyview import build_view, hex_dump, human_size
 from app.rules import form as answerform
 from app.signing import verdicts
-from app.signing.signatures import PROVIDERS
+from app.signing.common import PROVIDERS
 from app.storage import store
 from app.web.urls import capture_url
 from app.wiring import current_services
