@@ -17,7 +17,8 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from app.inspect.bodyview import build_view, hex_dump, human_size
+from app.inspect.bodyview import build_view
+from app.inspect.display import hex_dump, human_size
 
 __all__ = ["Cell", "Comparison", "Row", "Section", "Side", "body_lines", "compare", "diff_lines"]
 
