@@ -1,4 +1,4 @@
-"""Body views: decoding, classification and the defensive fallbacks of ``app.bodyview``."""
+"""Body views: decoding, classification and the defensive fallbacks of ``app.inspect``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import zlib
 
 import pytest
 
-from app.inspect.bodyview import BodyView, Part, build_view, hex_dump, human_size
+from app.inspect.bodyview import BodyView, build_view
+from app.inspect.display import hex_dump, human_size
+from app.inspect.multipart import Part
 
 JSON = [("Content-Type", "application/json")]
 KINDS = {"empty", "json", "form", "multipart", "text", "binary"}

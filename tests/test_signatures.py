@@ -1,4 +1,4 @@
-"""Tests for app.signatures, using the providers' official libraries as oracles where they exist.
+"""Tests for app.signing (verify and sign), with the providers' official libraries as oracles.
 
 Two directions per library-backed provider: what the official library signs must be "valid" in
 ours, and what our ``sign()`` produces must be accepted by the official library's verifier.
@@ -20,7 +20,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from app.signing.signatures import MISMATCH, PROVIDERS, Verdict, detect_provider, sign, verify
+from app.signing.common import MISMATCH, PROVIDERS, Verdict
+from app.signing.sign import sign
+from app.signing.verify import detect_provider, verify
 
 NOW = 1_700_000_000.0
 JSON_BODY = b'{"id":"evt_1","object":"event","type":"ping","data":{"object":{"n":1}}}'
@@ -132,6 +134,46 @@ def test_tampered_body_is_invalid(provider: str) -> None:
     v = check(provider, [SECRETS[provider]], headers, body + b" ")
     assert v.status == "invalid"
     assert MISMATCH in v.reason
+
+
+def _independently_signed(provider: str, body: bytes) -> list[tuple[str, str]]:
+    """Signature headers for ``body`` at NOW, computed here with ``hmac`` rather than sign()."""
+    ts = int(NOW)
+    if provider == "stripe":
+        mac = hmac_hex(SECRETS["stripe"], f"{ts}.".encode() + body)
+        return [("Stripe-Signature", f"t={ts},v1={mac}")]
+    if provider == "github":
+        return [("X-Hub-Signature-256", "sha256=" + hmac_hex(SECRETS["github"], body))]
+    key = base64.b64decode(SW_SECRET.removeprefix("whsec_"))
+    mac = hmac_b64(key, f"msg_1.{ts}.".encode() + body)
+    return _sw_headers("webhook", "msg_1", ts, f"v1,{mac}")
+
+
+@pytest.mark.parametrize(
+    ("provider", "newline"),
+    [
+        ("stripe", b"\n"),
+        ("stripe", b"\r\n"),
+        ("github", b"\n"),
+        ("github", b"\r\n"),
+        ("standard-webhooks", b"\n"),
+        ("standard-webhooks", b"\r\n"),
+    ],
+)
+def test_trailing_newline_is_part_of_the_signed_body(provider: str, newline: bytes) -> None:
+    # A body is checked byte for byte: a line ending added or dropped after signing (a proxy,
+    # an editor, a framework "normalising" the body) must not be forgiven.
+    secret = SECRETS[provider]
+    headers = _independently_signed(provider, JSON_BODY)
+    assert check(provider, [secret], headers, JSON_BODY).status == "valid"
+    assert check(provider, [secret], headers, JSON_BODY + newline) == Verdict(
+        provider, "invalid", MISMATCH
+    )
+    with_newline = _independently_signed(provider, JSON_BODY + newline)
+    assert check(provider, [secret], with_newline, JSON_BODY + newline).status == "valid"
+    assert check(provider, [secret], with_newline, JSON_BODY) == Verdict(
+        provider, "invalid", MISMATCH
+    )
 
 
 def test_gitlab_token_does_not_cover_body() -> None:
@@ -370,6 +412,17 @@ def test_stripe_any_v1_matching_is_enough(stripe_lib) -> None:
     header = f"t={int(NOW)},v1={'0' * 64},v1={good},v0={'1' * 64}"
     assert check("stripe", [secret], [("Stripe-Signature", header)], JSON_BODY).status == "valid"
     assert stripe_lib.WebhookSignature.verify_header(JSON_BODY, header, secret, tolerance=None)
+
+
+def test_stripe_trailing_newline_is_rejected_like_the_library(stripe_lib) -> None:
+    secret = SECRETS["stripe"]
+    header = stripe_lib.WebhookSignature.generate_signature_header(
+        JSON_BODY.decode(), secret, timestamp=int(NOW)
+    )
+    v = check("stripe", [secret], [("Stripe-Signature", header)], JSON_BODY + b"\n")
+    assert v == Verdict("stripe", "invalid", MISMATCH)
+    with pytest.raises(stripe_lib.SignatureVerificationError):
+        stripe_lib.WebhookSignature.verify_header(JSON_BODY + b"\n", header, secret, tolerance=None)
 
 
 def test_stripe_stale_and_future_agree_with_library(stripe_lib, monkeypatch) -> None:

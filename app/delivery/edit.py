@@ -36,8 +36,9 @@ import httpx
 from app.config import Settings
 from app.delivery.client import final_url, replay_headers
 from app.delivery.policy import TargetRefused
-from app.signing import signatures
+from app.signing.common import PROVIDERS
 from app.signing.recheck import with_verdicts
+from app.signing.sign import sign
 from app.storage.repository import Storage
 
 __all__ = [
@@ -381,7 +382,7 @@ def resign_plan(signing: Mapping[str, Any] | None, item: Mapping[str, Any]) -> t
                 "cannot re-sign: the bin's provider is auto and this request carries no "
                 "signature of a known provider; choose the provider in the bin's signing settings"
             )
-    if provider not in signatures.PROVIDERS:
+    if provider not in PROVIDERS:
         raise EditError(f"cannot re-sign with unknown provider {provider!r}")
     return provider, secrets[0]
 
@@ -424,15 +425,11 @@ def resign_headers(
     when the request cannot be signed (e.g. a Standard Webhooks secret that is not base64).
     """
     try:
-        fresh = signatures.sign(
-            provider, secret, body=body, now=now, headers=headers, url=url, method=method
-        )
+        fresh = sign(provider, secret, body=body, now=now, headers=headers, url=url, method=method)
         if provider == "svix" and any(n.lower() == "webhook-signature" for n, _ in headers):
             # Svix also sends the Standard Webhooks spelling; a receiver may check either, so
             # a stale copy must not be left behind.
-            fresh += signatures.sign(
-                "standard-webhooks", secret, body=body, now=now, headers=headers
-            )
+            fresh += sign("standard-webhooks", secret, body=body, now=now, headers=headers)
     except ValueError as exc:
         raise EditError(f"cannot re-sign for {provider}: {exc}") from None
     return _set_headers(headers, fresh)

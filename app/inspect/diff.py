@@ -17,7 +17,8 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from app.inspect.bodyview import build_view, hex_dump, human_size
+from app.inspect.bodyview import build_view
+from app.inspect.display import hex_dump, human_size
 
 __all__ = ["Cell", "Comparison", "Row", "Section", "Side", "body_lines", "compare", "diff_lines"]
 
@@ -32,8 +33,8 @@ MAX_HEX_BYTES = 16 * 1024
 #: Within a changed pair of lines, the changed characters are marked when both are this short.
 MAX_INTRALINE_CHARS = 500
 #: Character comparisons (``len(old) * len(new)`` per pair) spent marking changed characters in
-#: one diff; past it, changed lines are marked as a whole. Without it, a few thousand changed
-#: lines of 500 characters took half a minute.
+#: one diff; past it, changed lines are marked as a whole, so a diff of many long changed lines
+#: stays quick.
 MAX_INTRALINE_WORK = 4_000_000
 #: Below this similarity (0..1) a changed pair of lines is marked as a whole.
 MIN_INTRALINE_RATIO = 0.5

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from app.signing import signatures
+from app.signing.common import PROVIDERS
+from app.signing.verify import verify
 
 Verdict = dict[str, Any]
 
@@ -25,8 +26,8 @@ def validate_signing(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ValueError('signing must be an object like {"provider": "stripe", "secrets": [...]}')
     provider = value.get("provider", "auto")
-    if provider != "auto" and provider not in signatures.PROVIDERS:
-        known = ", ".join(("auto", *signatures.PROVIDERS))
+    if provider != "auto" and provider not in PROVIDERS:
+        known = ", ".join(("auto", *PROVIDERS))
         raise ValueError(f"signing.provider must be one of {known}")
     secrets = value.get("secrets", [])
     if not isinstance(secrets, list) or not all(isinstance(s, str) for s in secrets):
@@ -71,7 +72,7 @@ def check(
     """The verdict for one request: {"provider", "status", "reason"}."""
     provider = (signing or {}).get("provider", "auto")
     secrets = (signing or {}).get("secrets", [])
-    verdict = signatures.verify(
+    verdict = verify(
         provider,
         list(secrets),
         method=method,

@@ -11,10 +11,11 @@ from app.bins import names
 from app.capture.handler import CAPTURE_PREFIX
 from app.delivery.queue import describe, retry_now, state_of
 from app.delivery.replay import TargetRefused, replay
-from app.inspect.bodyview import build_view, hex_dump, human_size
+from app.inspect.bodyview import build_view
+from app.inspect.display import hex_dump, human_size
 from app.rules import form as answerform
 from app.signing import verdicts
-from app.signing.signatures import PROVIDERS
+from app.signing.common import PROVIDERS
 from app.storage.ids import seq_from_id
 from app.web.lookup import bin_or_404, request_in_bin, services, storage, verdicts_of
 from app.web.urls import capture_url
