@@ -45,7 +45,7 @@ import websocket
 from app.delivery.client import OutboundResult, final_url, send
 from app.delivery.policy import DEFAULT_PORTS, VettedTarget, is_capture_path
 from app.delivery.replay import suffix_of
-from app.storage.store import seq_from_id
+from app.storage.ids import seq_from_id
 
 #: The cursor that means "before the first request": the stream then starts at the beginning.
 ZERO_ID = "0" * 32

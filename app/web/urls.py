@@ -5,12 +5,12 @@ from __future__ import annotations
 from flask import request, url_for
 
 from app.capture.handler import CAPTURE_PREFIX
-from app.wiring import current_services
+from app.web.lookup import services
 
 
 def base_url() -> str:
     """HOOKBIN_PUBLIC_URL when set, else the scheme and host the browser used."""
-    configured = current_services().settings.public_url
+    configured = services().settings.public_url
     return (configured or request.host_url).rstrip("/")
 
 
