@@ -39,7 +39,7 @@ class Settings:
     #: Largest request body accepted on a capture URL, in bytes (GitHub sends at most 25 MiB).
     max_body_bytes: int = 25 * 1024 * 1024
     #: SQLite ``synchronous`` mode. FULL makes every acknowledged capture survive power loss;
-    #: commits are batched, and each batch is flushed once after its commit (``app.walsync``).
+    #: commits are batched, and each batch is flushed once after its commit (``storage.walsync``).
     sqlite_synchronous: str = "FULL"
     #: How long (ms) an SQLite writer waits for another process's write lock before giving up
     #: (the capture is then answered 503 so that the sender retries).

@@ -74,7 +74,7 @@ class Services:
         self.engine.dispose()
 
 
-# The capture writer's own automatic checkpoint, when ``app.walsync`` checkpoints instead.
+# The capture writer's own automatic checkpoint, a backstop to the background checkpoints.
 WRITER_AUTOCHECKPOINT_PAGES = 20_000
 
 
@@ -103,15 +103,11 @@ def build_services(settings: Settings) -> Services:
     checkpointer = None
     if db_file is not None:
         # SQLite: the commit runs on the event loop with the writer's own connection, one writer
-        # per file at a time. A commit of a batch takes well under a millisecond; on a native
-        # thread it cost several times that, because every call into SQLite hands the GIL back
-        # and must win it again from the busy loop (BENCHMARKS.md). Only the wait for another
-        # process's commit (``FileWriteLock.cooperatively``) and the checkpoints
-        # (``app.walsync``) leave the loop.
+        # per file at a time: a short commit costs less there than the GIL hand-overs of a native
+        # thread. Only the wait for another process's commit and the checkpoints leave the loop.
         synchronous = settings.sqlite_synchronous.upper()
         flush_after_commit = synchronous == "FULL"
-        # In every mode: a checkpoint run by the committing connection froze the worker while
-        # it copied the log into the database file, and fsynced both unless the mode is OFF.
+        # In every mode: a checkpoint run by the committing connection would freeze the worker.
         checkpointer = Checkpointer(
             db_file,
             run_blocking,
@@ -119,9 +115,8 @@ def build_services(settings: Settings) -> Services:
             wal_limit_bytes=int(settings.sqlite_wal_limit_mb * 1024 * 1024),
         )
         if flush_after_commit:
-            # After the commit, outside the write lock, on the loop: a hand-over to a native
-            # thread made the acknowledgement wait for the GIL (0.67x the bare route against
-            # 0.81x, BENCHMARKS.md), while the flush itself takes about 0.1 ms.
+            # After the commit, outside the write lock, on the loop: the flush is short, and a
+            # hand-over to a native thread would make every acknowledgement wait for the GIL.
             sync = WalFile(db_file).sync
         writer_engine = make_engine(
             settings.database_url,

@@ -8,9 +8,9 @@
     signing = { provider = "stripe", secrets = ["env:STRIPE_WEBHOOK_SECRET"] }
 
 Each table under ``bins`` defines one bin; its key is the bin's name, which is its id and so the
-last segment of its capture URL (``/h/stripe-dev``; the rule is in ``app.names``). A bin's keys,
+last segment of its capture URL (``/h/stripe-dev``; the rule is in ``names``). A bin's keys,
 all optional: ``forward_url``, ``auto_forward``, ``signing`` ({provider, secrets}, checked by
-``app.verdicts.validate_signing``) and ``responses`` (checked by ``app.answers``). A secret
+``app.signing.verdicts.validate_signing``) and ``responses`` (checked by ``app.rules``). A secret
 written ``"env:NAME"`` is read from the environment variable NAME, so no secret needs to sit in
 the file.
 
@@ -104,7 +104,7 @@ def read(
 ) -> list[FileBin]:
     """Read and validate the bins file at ``path``; raises BinsFileError on the first problem.
 
-    ``reserved`` are the names no bin may take (``app.names.reserved_names``); ``environ``
+    ``reserved`` are the names no bin may take (``app.bins.names.reserved_names``); ``environ``
     (default: the process environment) resolves ``env:NAME`` secrets.
     """
     try:

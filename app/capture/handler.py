@@ -92,7 +92,7 @@ def _answer_planned(
     planned: answers.Planned,
     request_id: str,
 ) -> list[bytes]:
-    """Send a bin's configured answer (``app.answers``) for a stored request.
+    """Send a bin's configured answer (``app.rules``) for a stored request.
 
     The bin's headers were checked when they were saved (no framing, cookie or CSP headers), and
     ``_COMMON_HEADERS`` still go out with every answer, so a configured answer stays inert.

@@ -1,6 +1,6 @@
 """Edited and re-signed replays: check what the user changed and build the request that goes out.
 
-A plain replay sends the captured request as it is (``app.replay``). Here the user may change the
+A plain replay sends the captured request as it is (``replay``). Here the user may change the
 method, sub-path, query, headers and body first, and may ask for the request to be signed afresh
 with the bin's current secret, so that a receiver checking signatures accepts it again (a stale
 timestamp, or a body that no longer matches the captured signature, would fail otherwise).
@@ -107,7 +107,7 @@ class ReplayEdit:
 class Outgoing:
     """The request a replay sends when it differs from the captured one.
 
-    ``suffix`` is the sub-path plus query appended to the target URL (as ``app.replay.suffix_of``
+    ``suffix`` is the sub-path plus query appended to the target URL (as ``replay.suffix_of``
     gives for a captured request); ``headers`` are the headers sent, without the ones the client
     writes itself (Host, Content-Length).
     """
@@ -121,7 +121,7 @@ class Outgoing:
     resigned: str | None
 
     def send_headers(self) -> list[tuple[str, str]]:
-        """The header list to hand to ``app.outbound.client.send``."""
+        """The header list to hand to ``app.delivery.client.send``."""
         if self.framed:
             # The client drops a Content-Length it is given and writes the real one; its
             # presence is what makes it frame an empty body.

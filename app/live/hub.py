@@ -188,7 +188,7 @@ class Hub:
         Called with the news of new requests: by the capture writer after a commit, before it
         releases the batch, and by the notifier's listener. Waking the dispatcher instead made
         each frame wait for the dispatcher's turn on the event loop and then for the viewer's
-        turn behind the batch's own answers (BENCHMARKS.md); this way the viewers are woken
+        turn behind the batch's own answers; this way the viewers are woken
         before those answers are. A bin nobody here watches costs a set lookup.
         """
         for bin_id in bin_ids:

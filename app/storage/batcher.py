@@ -3,17 +3,14 @@
 Each capture hands its row to the worker's ``CommitBatcher`` and waits. There is no writer
 thread: the first capture to arrive while no commit is under way leads. It lets the other
 requests the worker is already handling join (see ``_until_loop_idle``), commits everything
-queued in one transaction, flushes it to disk when the commit itself does not (``sync``: see
-``app.walsync``), and releases every caller of the batch. Captures that arrived meanwhile wait
+queued in one transaction, flushes it to disk when the commit itself does not (``sync``, see
+``walsync``), and releases every caller of the batch. Captures that arrived meanwhile wait
 for the next batch, which the oldest of them leads. A capture is acknowledged only once the
 commit that holds it is durable, so a crash never loses an acknowledged request, yet a busy
 worker pays one commit and one flush per batch rather than per request.
 
-Why no writer thread: under gevent it was a greenlet, and so was the flush after it. Each
-capture waited for the writer's turn on the event loop, then for the flusher's, each behind
-every request handler that was ready to run; at half of the peak load those turns were most of
-the time between a capture's arrival and its commit being on disk (BENCHMARKS.md). The leader
-is a greenlet that is already running.
+No writer thread: under gevent a writer would be one more greenlet waiting for its turn on the
+event loop behind every ready request handler; the leader is a greenlet that is already running.
 """
 
 from __future__ import annotations
@@ -161,8 +158,7 @@ class CommitBatcher(Generic[Row, Result]):
         Requests whose bytes have arrived are still being read and handled by other greenlets;
         once all of them are waiting for a commit, and nothing new has come in, the loop is idle
         and they all join this batch. On an idle server that is at once; under load it makes
-        batches of every request in flight, where committing as soon as the writer got its turn
-        took a third of them. A commit costs about the same for 5 rows as for 15 (BENCHMARKS.md).
+        batches of every request in flight, and a commit costs about the same for 5 rows as for 15.
         """
         if self._idle_max <= 0 or not gevent_patched():
             return

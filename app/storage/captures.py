@@ -40,7 +40,7 @@ class Capture:
     #: Signature verdict computed at capture, under the bin's ``signing_rev``.
     signature: dict[str, Any] | None = None
     signing_rev: int | None = None
-    #: The sender's delivery id, if it gives one (see ``app.deliveries``).
+    #: The sender's delivery id, if it gives one (see ``app.capture.delivery_ids``).
     delivery_id: str | None = None
     #: The status the capture URL answers with, and the response rule that chose it.
     answer_status: int | None = None
@@ -71,7 +71,7 @@ def insert_captures(
     writers, so sequences become visible in order. ``notify_sql`` (PostgreSQL) is executed once
     per distinct bin inside the same transaction, so the notification is sent if and only if the
     rows are committed. ``write_lock`` is held around the transaction only (see
-    ``app.writelock``); everything that can be prepared without it is done first. ``then`` is
+    ``writelock``); everything that can be prepared without it is done first. ``then`` is
     called with the DB-API cursor after the commit, still under the write lock.
     """
     sql = _capture_sql(engine.dialect)

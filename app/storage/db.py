@@ -25,12 +25,12 @@ bins = sa.Table(
     # Default replay/forward target, remembered per bin.
     sa.Column("forward_url", sa.Text, nullable=True),
     sa.Column("auto_forward", sa.Boolean, nullable=False, server_default=sa.false()),
-    # {"provider": "auto" | one of app.signatures.PROVIDERS, "secrets": [...]}, or NULL.
+    # {"provider": "auto" | one of app.signing.common.PROVIDERS, "secrets": [...]}, or NULL.
     sa.Column("signing", sa.JSON, nullable=True),
     # Bumped whenever ``signing`` changes; a request whose verdict was computed under an older
     # revision is checked again when it is next read.
     sa.Column("signing_rev", sa.Integer, nullable=False, server_default=sa.text("0")),
-    # What the capture URL answers: {"default": {...} | None, "rules": [...]} (app.answers), or
+    # What the capture URL answers: {"default": {...} | None, "rules": [...]} (app.rules), or
     # NULL for the standard JSON acknowledgement.
     sa.Column("responses", sa.JSON, nullable=True),
     # True for bins defined by the HOOKBIN_BINS_FILE config file: their settings are rewritten
@@ -211,7 +211,7 @@ def make_engine(
     used by one caller at a time (possibly a native thread, where a pool's gevent locks must not
     be taken). ``sqlite_autocheckpoint`` sets SQLite's ``wal_autocheckpoint`` (pages) when given.
     """
-    # JSON columns are written through orjson (``app.fastjson``: the same values as the
+    # JSON columns are written through orjson (``app.core.fastjson``: the same values as the
     # standard library writes). Reading stays with the standard library: settings come from
     # users, and orjson would turn a huge integer in them into a float.
     json_codec = {"json_serializer": fastjson.dumps}

@@ -39,7 +39,7 @@ def _bin_item(row: sa.Row[Any]) -> dict[str, Any]:
         "auto_forward": bool(row.auto_forward),
         "signing": row.signing,
         "signing_rev": row.signing_rev,
-        # What the capture URL answers (app.answers); None: the standard acknowledgement.
+        # What the capture URL answers (app.rules); None: the standard acknowledgement.
         "responses": row.responses,
         # Defined by the HOOKBIN_BINS_FILE file: its settings are rewritten at every start.
         "managed": bool(row.managed),
@@ -83,7 +83,7 @@ def update_bin(engine: Engine, bin_id: str, **changes: Any) -> dict[str, Any] | 
     """Set ``forward_url``, ``auto_forward``, ``signing`` and/or ``responses``; returns the bin.
 
     Changing ``signing`` moves the bin's ``signing_rev`` on, so stored verdicts get re-checked.
-    Saving ``responses`` (validated by ``app.answers``) starts the bin's rule counters over.
+    Saving ``responses`` (validated by ``app.rules``) starts the bin's rule counters over.
     """
     allowed: dict[str, Any] = {
         k: v

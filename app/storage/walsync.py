@@ -3,14 +3,14 @@
 With ``synchronous=FULL`` SQLite fsyncs the write-ahead log inside every COMMIT, while the
 cross-process write lock is held, and every thousand pages or so the committing connection also
 copies the log back into the database file (a checkpoint, with two more fsyncs). The capture
-writer commits on the event loop (see ``app.services``), so a checkpoint froze the whole worker,
+writer commits on the event loop (see ``wiring``), so a checkpoint froze the whole worker,
 and each fsync kept the other worker's commit waiting too.
 
 So for ``HOOKBIN_SQLITE_SYNCHRONOUS=FULL`` the capture writer's connection runs with ``NORMAL``
 and only a far-off automatic checkpoint, and this module supplies what it gave up:
 
 * ``WalFile.sync`` flushes the log with ``fdatasync`` after the commit, once the write lock is
-  released. ``app.writer.CommitBatcher`` acknowledges a batch only after that returns, so an
+  released. ``batcher.CommitBatcher`` acknowledges a batch only after that returns, so an
   acknowledged capture is on disk exactly as with FULL, and one flush covers every commit before
   it, the other processes' included.
 * ``Checkpointer`` runs SQLite's PASSIVE checkpoint on its own connection, on a native thread, a
@@ -47,7 +47,7 @@ class WalFile:
         self.path = db_file.with_name(db_file.name + "-wal")
 
     def sync(self) -> None:
-        """Flush every commit written to the log so far to disk (0.1-0.3 ms where measured)."""
+        """Flush every commit written to the log so far to disk."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -157,15 +157,12 @@ class Checkpointer:
 
         SQLite starts the log over from its beginning only when a write begins with every
         frame of it copied into the database file. Under steady load the background
-        checkpoint never gets there: commits go on while it copies. So the log grew without
-        end (80 MB in ten seconds of load), and a flush of a growing file costs twice the one
-        of a file whose blocks are reused (0.44 against 0.22 ms), because each one has to
-        record the new size. With the write lock held nothing is added while this copies the
-        few frames committed since the background checkpoint, and the next commit starts the
-        log over. It holds the lock for 1-3 ms (two fsyncs), so it is done only once the log
-        has passed ``wal_limit_bytes`` (at half of the peak load measured here, once every one
-        to eight seconds per worker), never at a load with pauses, where the log starts over by
-        itself.
+        checkpoint never gets there: commits go on while it copies, so the log would grow
+        without end, and a flush of a growing file costs more than one of a file whose blocks
+        are reused. With the write lock held nothing is added while this copies the few frames
+        committed since the background checkpoint, and the next commit starts the log over. It
+        holds the lock for two fsyncs, so it is done only once the log has passed
+        ``wal_limit_bytes``, never at a load with pauses, where the log starts over by itself.
         """
         try:
             cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

@@ -5,14 +5,13 @@ write lock is to sleep and retry on a ladder of 1, 2, 5 ... 100 ms, so a waiting
 sleeps on long after the lock was freed. An exclusive ``flock`` on a file next to the database
 does better.
 
-Writers on a native thread (``app.dbwrites``) simply block in ``with lock:``; the kernel queues
+Writers on a native thread (``writes``) simply block in ``with lock:``; the kernel queues
 them. The capture writer commits on the event loop (see ``services.build_services``) and uses
 ``lock.cooperatively()``: the lock is tried without waiting, and while another process holds it
 the committing greenlet sleeps a fraction of a millisecond between tries, so the loop goes on
 serving requests. An earlier version waited in a blocking ``flock`` on a native thread; that
 thread got the lock and then had to win the GIL back from its own busy event loop, holding the
-lock for up to a GIL switch interval (5 ms) while the other worker's commit waited. Measured with
-two workers: the lock waits fell from about 30% of the writer's time to 8% (BENCHMARKS.md).
+lock for up to a GIL switch interval while the other worker's commit waited.
 """
 
 from __future__ import annotations

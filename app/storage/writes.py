@@ -3,9 +3,9 @@
 On an SQLite file every process of a deployment writes to one file. A write run on the gevent
 event loop would freeze the whole worker for its fsync, and for as long as another process holds
 the write lock. These writes are rare and may queue behind the capture writer of every process,
-so ``SerialWrites.run`` runs the transaction on a native thread (``app.blocking``), on a
+so ``SerialWrites.run`` runs the transaction on a native thread (``core.blocking``), on a
 connection of its own, while holding the cross-process ``flock`` that queues SQLite writers
-(``app.writelock``): it neither blocks the loop nor meets SQLITE_BUSY. Callers in this process
+(``writelock``): it neither blocks the loop nor meets SQLITE_BUSY. Callers in this process
 take turns for that connection.
 
 PostgreSQL waits cooperatively under gevent, so there the function simply runs on the shared
