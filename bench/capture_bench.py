@@ -1459,7 +1459,9 @@ def report(
             f"({main_run['sender']} sender, capture -> frame at the viewer's socket: "
             f"{main_run['capture_p99_ms']:.1f} ms; read by the viewer: "
             f"{main_run['read_p99_ms']:.1f} ms) -> "
-            + ("**met**" if main_run["capture_p99_ms"] <= 25 else "**missed**")
+            # The tail moves by a factor of three between runs of the same code: one run under
+            # the target does not meet it.
+            + ("**under it in this run**" if main_run["capture_p99_ms"] <= 25 else "**missed**")
             + "; missing and duplicate frames must be 0 -> "
             + ("**FAILED**" if frame_failures(b["runs"]) else "ok")
             + "."
