@@ -1,4 +1,4 @@
-"""The baseline for the capture benchmark: a bare Flask app with one catch-all route.
+"""A baseline for the capture benchmark: a bare Flask app with one catch-all route.
 
 It reads the body and answers ``200 ok`` for any method on any path, and nothing else: no
 database, no batching. Run it under exactly the gunicorn settings Hookbin uses::

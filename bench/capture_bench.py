@@ -1,18 +1,22 @@
-"""Capture-path benchmark: Hookbin on SQLite against a bare Flask route, and live push latency.
+"""Capture benchmark: Hookbin on SQLite against bare WSGI and Flask baselines; push latency.
 
-Run from the project root (about 5 minutes with the defaults)::
+Run from the project root (about 6 minutes with the defaults)::
 
     .venv/bin/python bench/capture_bench.py
 
-Part A - throughput and latency. For each round (default 3), interleaved: the bare Flask catch-all
-route (``bench/bare_app.py``), then Hookbin's capture URL on a fresh SQLite file with the default
-durable settings (synchronous=FULL, batched commits). Both run as
-``python -m gunicorn -c app/gunicorn_conf.py --bind ... --workers N --chdir ROOT APP`` - the argv
-``hookbin serve`` builds - and both get a short warm-up before ``wrk -t2 -c32 -d10s --latency -s
-bench/post.lua`` (a 1 KB JSON POST). Medians are compared; one extra Hookbin run with
-HOOKBIN_SQLITE_SYNCHRONOUS=NORMAL is for information. After each Hookbin run the server is stopped
-and the SQLite file is read directly: every request id wrk got a 200 for must be stored, and the
-only extra rows allowed are requests still in flight when wrk stopped reading.
+Hookbin runs as users run it: ``python -m app.cli serve`` (``hookbin serve``) with its default
+settings; the only HOOKBIN_* setting the benchmark gives it is the database URL of a fresh SQLite
+file (experiments add more with ``--hookbin-env``, and the report names them). The baselines run
+under the argv ``hookbin serve`` builds, ``python -m gunicorn -c app/gunicorn_conf.py --bind ...
+--workers N --chdir ROOT APP``, with no HOOKBIN_* settings at all.
+
+Part A - throughput and latency. For each round (default 3), interleaved: a plain WSGI callable
+(``bench/bare_wsgi.py``, the lower ceiling), the bare Flask catch-all route (``bench/bare_app.py``,
+the baseline of the target), then Hookbin's capture URL. Each gets a short warm-up before ``wrk
+-t2 -c32 -d10s --latency -s bench/post.lua`` (a 1 KB JSON POST). Medians are compared; one extra
+Hookbin run with HOOKBIN_SQLITE_SYNCHRONOUS=NORMAL is for information. After each Hookbin run the
+server is stopped and the SQLite file is read directly: every request id wrk got a 200 for must be
+stored, and the only extra rows allowed are requests still in flight when wrk stopped reading.
 
 Part B - push latency. Hookbin with N workers, M idle viewers (default 300) on other bins'
 ``/api/bins/<id>/stream`` websockets (one process, one selector loop, answering pings), one
@@ -26,11 +30,13 @@ part of a core). Push latency = when the frame reached the viewer's socket (the 
 timestamp, ``SO_TIMESTAMPNS``) minus the request's ``received_at``; the time the viewer read it
 is reported beside it, and for the python sender send -> frame (CLOCK_MONOTONIC is system-wide
 on Linux, so both processes share it). Each sender runs with M and with 0 idle viewers, and the
-wrk senders once more against the bare route, whose answer times under the same load are the
-baseline.
+wrk senders once more against the bare Flask route, whose answer times under the same load are
+the baseline. Every stored capture of the target bin must arrive as exactly one frame.
 
-Results: a markdown table on stdout and in bench/results/latest.md (raw numbers in latest.json,
-server logs in bench/results/logs/).
+Results: a markdown table on stdout and in bench/results/latest.md (scratch, with the server
+logs in bench/results/logs/); every round's raw figures and the settings in
+bench/data/<UTC date>-<commit>.json (tracked). Exits 1 when a stored row is missing (Part A), or
+a frame is missing or duplicated (Part B).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import asyncio
 import base64
 import contextlib
 import datetime as dt
+import importlib.metadata
 import json
 import multiprocessing as mp
 import os
@@ -67,6 +74,7 @@ from typing import Any, NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
+DATA = BENCH / "data"
 POST_LUA = BENCH / "post.lua"
 GUNICORN_CONF = ROOT / "app" / "gunicorn_conf.py"
 BODY = b'{"event":"bench.capture","pad":"' + b"x" * (1024 - 34) + b'"}'
@@ -74,6 +82,12 @@ assert len(BODY) == 1024
 
 # Linux: kernel receive timestamps (SO_TIMESTAMPNS_OLD; its control message has the same number).
 _SO_TIMESTAMPNS = 35
+
+#: Part A's baselines: key -> (name in the report, WSGI app spec).
+BASELINES = {
+    "bare_wsgi": ("bare WSGI callable", "bench.bare_wsgi:app"),
+    "bare": ("bare Flask route", "bench.bare_app:app"),
+}
 
 _LOG_PROBLEM = re.compile(
     r"Traceback|\[ERROR\]|\[CRITICAL\]|WORKER TIMEOUT|Exception|ERROR|WARNING|failed", re.I
@@ -161,6 +175,8 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     argv: list[str] = field(default_factory=list)
     conf: Path = GUNICORN_CONF
+    #: Start it with ``python -m app.cli serve`` (what users run) rather than gunicorn directly.
+    serve: bool = False
 
     @property
     def url(self) -> str:
@@ -182,20 +198,37 @@ class Server:
         return sum(rss_mb(p) for p in self.worker_pids())
 
     def start(self) -> None:
-        self.argv = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(self.conf),
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--workers",
-            str(self.workers),
-            "--chdir",
-            str(ROOT),
-            self.app_spec,
-        ]
+        """Start the server and wait until every worker answers."""
+        if self.serve:
+            # `hookbin serve` migrates SQLite, builds the assets, then execs the gunicorn argv
+            # below (same pid) with this app, so the master is still self.proc.
+            self.argv = [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ]
+        else:
+            self.argv = [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(self.conf),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(self.workers),
+                "--chdir",
+                str(ROOT),
+                self.app_spec,
+            ]
         env = _clean_env()
         env.update(self.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,7 +238,7 @@ class Server:
         )
         log.close()
         probe = "/healthz" if self.app_spec.startswith("app.") else "/ready"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited early; see {self.log_path}")
@@ -222,6 +255,7 @@ class Server:
         raise RuntimeError(f"{self.name} did not come up; see {self.log_path}")
 
     def stop(self) -> None:
+        """SIGTERM the master and wait for it (kill it after 30 s)."""
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)
@@ -232,6 +266,7 @@ class Server:
             self.proc.wait()
 
     def create_bin(self) -> dict[str, Any]:
+        """Create a bin through the API; its JSON."""
         status, body = http("POST", self.url + "/api/bins")
         if status != 201:
             raise RuntimeError(f"POST /api/bins answered {status}: {body[:200]!r}")
@@ -243,7 +278,15 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("HOOKBIN_")}
 
 
+def _shown(srv: Server, env: dict[str, str]) -> str:
+    """``srv``'s command line with its port shown as P."""
+    port = str(srv.port)
+    argv = ["P" if a == port else a.replace(f":{port}", ":P") for a in srv.argv]
+    return cmdline(argv, env)
+
+
 def migrate(db_path: Path, log_path: Path) -> list[str]:
+    """Run ``hookbin migrate`` on a fresh SQLite file; its argv."""
     env = _clean_env()
     env["HOOKBIN_DATABASE_URL"] = f"sqlite:///{db_path}"
     argv = [sys.executable, "-m", "app.cli", "migrate"]
@@ -265,20 +308,17 @@ class Servers:
         self.commands: dict[str, str] = {}
         self._n = 0
 
-    def bare(self) -> Server:
+    def bare(self, kind: str = "bare") -> Server:
+        """Start a baseline: ``bare`` (the Flask route) or ``bare_wsgi`` (a plain callable)."""
         self._n += 1
-        env = {"HOOKBIN_ACCESS_LOG": "false"}
+        name, spec = BASELINES[kind]
+        # No HOOKBIN_* settings: the gunicorn config reads the same defaults as for Hookbin.
         srv = Server(
-            "bare Flask",
-            "bench.bare_app:app",
-            free_port(),
-            self.workers,
-            env,
-            self.logdir / f"{self._n:02d}-bare.log",
+            name, spec, free_port(), self.workers, {}, self.logdir / f"{self._n:02d}-{kind}.log"
         )
         self.started.append(srv)
         srv.start()
-        self.commands.setdefault("bare", cmdline(srv.argv, env).replace(f":{srv.port}", ":P"))
+        self.commands.setdefault(kind, _shown(srv, {}))
         return srv
 
     def hookbin(
@@ -294,24 +334,29 @@ class Servers:
         run_dir.mkdir(parents=True)
         db_path = run_dir / "hookbin.sqlite3"
         log_path = self.logdir / f"{self._n:02d}-{label}.log"
-        env = {
-            "HOOKBIN_ACCESS_LOG": "false",
-            "HOOKBIN_DATABASE_URL": f"sqlite:///{db_path}",
-        }
+        # The database URL is the only setting of a stock run; the rest are experiments, and
+        # the report names them.
+        env = {"HOOKBIN_DATABASE_URL": f"sqlite:///{db_path}"}
         env.update(self.extra_env)
         env.update(extra_env or {})
-        margv = migrate(db_path, log_path)
         port = free_port()
-        env["HOOKBIN_LISTEN_PORT"] = str(port)  # what `hookbin serve` sets
+        conf = conf or self.conf
         srv = Server(label, "app.wsgi:app", port, workers or self.workers, env, log_path, db_path)
-        srv.conf = conf or self.conf
+        srv.conf = conf
+        srv.serve = conf == GUNICORN_CONF
+        if not srv.serve:
+            # Another gunicorn config: run what `hookbin serve` would, by hand.
+            margv = migrate(db_path, log_path)
+            self.commands.setdefault(
+                "migrate", cmdline(margv, {"HOOKBIN_DATABASE_URL": "sqlite:////abs/db"})
+            )
+            env["HOOKBIN_LISTEN_PORT"] = str(port)  # what `hookbin serve` sets
         self.started.append(srv)
         srv.start()
-        self.commands.setdefault(
-            "migrate", cmdline(margv, {"HOOKBIN_DATABASE_URL": "sqlite:////abs/db"})
-        )
-        shown_env = {**env, "HOOKBIN_DATABASE_URL": "sqlite:////abs/db", "HOOKBIN_LISTEN_PORT": "P"}
-        self.commands.setdefault(label, cmdline(srv.argv, shown_env).replace(f":{port}", ":P"))
+        shown_env = {**env, "HOOKBIN_DATABASE_URL": "sqlite:////abs/db"}
+        if "HOOKBIN_LISTEN_PORT" in shown_env:
+            shown_env["HOOKBIN_LISTEN_PORT"] = "P"
+        self.commands.setdefault(label, _shown(srv, shown_env))
         return srv
 
     def stats_lines(self) -> dict[str, list[str]]:
@@ -502,15 +547,20 @@ def verify_rows(
 
 def part_a(args: argparse.Namespace, servers: Servers, log: Any) -> dict[str, Any]:
     wrk = Wrk(args.threads, args.connections, args.duration)
-    runs: dict[str, list[WrkResult]] = {"bare": [], "hookbin": [], "hookbin_normal": []}
+    runs: dict[str, list[WrkResult]] = {
+        "bare_wsgi": [],
+        "bare": [],
+        "hookbin": [],
+        "hookbin_normal": [],
+    }
     plan: list[str] = []
     for _ in range(args.rounds):
-        plan += ["bare", "hookbin"]
+        plan += ["bare_wsgi", "bare", "hookbin"]
     if not args.no_normal:
         plan.append("hookbin_normal")
     for i, kind in enumerate(plan, 1):
-        if kind == "bare":
-            srv = servers.bare()
+        if kind in BASELINES:
+            srv = servers.bare(kind)
             try:
                 res = measure(
                     wrk, srv, "/h/bench/anything", "/h/warmup/anything", args.warmup, None
@@ -559,7 +609,11 @@ def part_a(args: argparse.Namespace, servers: Servers, log: Any) -> dict[str, An
             for k, v in runs.items()
             if v
         },
+        # Each Hookbin round against the baselines measured just before it.
         "pair_ratios": [h.rps / b.rps for b, h in zip(runs["bare"], runs["hookbin"], strict=False)],
+        "pair_ratios_wsgi": [
+            h.rps / b.rps for b, h in zip(runs["bare_wsgi"], runs["hookbin"], strict=False)
+        ],
         "checks_ok": all(r.check.get("ok") for k in ("hookbin", "hookbin_normal") for r in runs[k]),
     }
 
@@ -1116,6 +1170,20 @@ def bare_paced(
     return {"sender": sender, **{k: v for k, v in got.items() if k != "t_send"}}
 
 
+def frame_failures(runs: list[dict[str, Any]]) -> list[str]:
+    """Why the push runs fail the frame check: any missing or duplicate frame, or no captures."""
+    out = []
+    for r in runs:
+        name = f"{r['sender']} idle={r['idle_viewers']}"
+        if r["stored"] == 0:
+            out.append(f"{name}: no capture was stored, so no frame could be checked")
+        if r["missing_frames"]:
+            out.append(f"{name}: {r['missing_frames']} stored capture(s) never arrived as a frame")
+        if r["duplicate_frames"]:
+            out.append(f"{name}: {r['duplicate_frames']} frame(s) arrived more than once")
+    return out
+
+
 def part_b(args: argparse.Namespace, servers: Servers, peak: float, log: Any) -> dict[str, Any]:
     rate = args.push_rate or peak * args.push_fraction
     runs = [(sender, idle) for sender in args.push_senders for idle in (args.idle_viewers, 0)]
@@ -1126,6 +1194,93 @@ def part_b(args: argparse.Namespace, servers: Servers, peak: float, log: Any) ->
         if sender in WRK_SENDERS
     ]
     return {"peak_rps": peak, "rate": rate, "runs": results, "bare": baseline}
+
+
+# --------------------------------------------------------------------------------------------------
+# raw figures
+
+
+_VERSIONED = ("gunicorn", "gevent", "greenlet", "flask", "flask-sock", "werkzeug", "sqlalchemy")
+
+
+def _git(*argv: str) -> str:
+    try:
+        res = subprocess.run(  # noqa: S603
+            ["git", *argv],  # noqa: S607 - git from PATH, fixed arguments
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except OSError:
+        return ""
+    return res.stdout.strip() if res.returncode == 0 else ""
+
+
+def run_identity() -> dict[str, Any]:
+    """When, on which commit and with which software this run was made."""
+    commit = _git("rev-parse", "HEAD") or "unknown"
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    versions = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        wrk_v = subprocess.run(  # noqa: S603
+            ["wrk", "-v"],  # noqa: S607
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split("\n")[0]
+    except OSError:
+        wrk_v = ""
+    versions.update(
+        python=platform.python_version(), sqlite=sqlite3.sqlite_version, wrk=wrk_v.strip()
+    )
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": commit,
+        # Tracked files differed from the commit: the figures are not that commit's alone.
+        "commit_dirty": dirty,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "versions": versions,
+    }
+
+
+def data_path(data_dir: Path, identity: dict[str, Any]) -> Path:
+    """``<data_dir>/<UTC date and time>-<short commit>[-dirty].json``."""
+    stamp = dt.datetime.fromisoformat(identity["date"]).strftime("%Y-%m-%dT%H%M%SZ")
+    dirty = "-dirty" if identity["commit_dirty"] else ""
+    return data_dir / f"{stamp}-{identity['commit'][:10]}{dirty}.json"
+
+
+def server_settings(servers: Servers) -> list[dict[str, Any]]:
+    """Every server this run started, in order: app, workers, HOOKBIN_* settings, command."""
+    out = []
+    for srv in servers.started:
+        env = {
+            k: ("<fresh SQLite file>" if k == "HOOKBIN_DATABASE_URL" else v)
+            for k, v in srv.env.items()
+        }
+        out.append(
+            {
+                "label": srv.name,
+                "app": srv.app_spec,
+                "workers": srv.workers,
+                "gunicorn_conf": str(srv.conf.relative_to(ROOT)),
+                "hookbin_serve": srv.serve,
+                "env": env,
+                "command": _shown(srv, env) if srv.argv else "",
+                "log": srv.log_path.name,
+            }
+        )
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1161,30 +1316,48 @@ def report(
     if a:
         med = a["median"]
         bare = med["bare"]
+        wsgi = med["bare_wsgi"]
         w(f"## A. Throughput and latency ({args.rounds} interleaved rounds, medians)")
         w("")
-        w("| server | req/s | ratio vs bare | p50 ms | p99 ms | server CPU | per-round req/s |")
-        w("|---|---:|---:|---:|---:|---:|---|")
+        w(
+            table_header(
+                [
+                    "server",
+                    "req/s",
+                    "**ratio vs bare Flask**",
+                    "ratio vs bare WSGI",
+                    "p50 ms",
+                    "p99 ms",
+                    "server CPU",
+                    "per-round req/s",
+                ]
+            )
+        )
+        w("|---|---:|---:|---:|---:|---:|---:|---|")
         names = {
+            "bare_wsgi": "bare WSGI callable (lower baseline)",
             "bare": "bare Flask catch-all route (baseline)",
             "hookbin": "Hookbin capture, SQLite synchronous=FULL (default)",
             "hookbin_normal": "Hookbin capture, SQLite synchronous=NORMAL (info)",
         }
-        for k in ("bare", "hookbin", "hookbin_normal"):
+        for k in ("bare_wsgi", "bare", "hookbin", "hookbin_normal"):
             if k not in med:
                 continue
             m = med[k]
             rounds = ", ".join(f"{r['rps']:.0f}" for r in a["runs"][k])
             w(
-                f"| {names[k]} | {m['rps']:,.0f} | {m['rps'] / bare['rps']:.2f}x | "
+                f"| {names[k]} | {m['rps']:,.0f} | **{m['rps'] / bare['rps']:.2f}x** | "
+                f"{m['rps'] / wsgi['rps']:.2f}x | "
                 f"{m['p50_ms']:.2f} | {m['p99_ms']:.1f} | {m['server_cpu_pct']:.0f}% | {rounds} |"
             )
         w("")
-        pr = a["pair_ratios"]
+        pr, prw = a["pair_ratios"], a["pair_ratios_wsgi"]
         w(
-            "Per-round ratios hookbin/bare: "
+            "Per-round ratios hookbin/bare Flask: "
             + ", ".join(f"{x:.2f}" for x in pr)
-            + f" (median {statistics.median(pr):.2f}). Target: >= 0.80x -> "
+            + f" (median {statistics.median(pr):.2f}); hookbin/bare WSGI: "
+            + ", ".join(f"{x:.2f}" for x in prw)
+            + f" (median {statistics.median(prw):.2f}). Target: >= 0.80x the bare Flask route -> "
             + ("**met**" if med["hookbin"]["rps"] / bare["rps"] >= 0.80 else "**missed**")
             + "."
         )
@@ -1286,9 +1459,11 @@ def report(
             f"({main_run['sender']} sender, capture -> frame at the viewer's socket: "
             f"{main_run['capture_p99_ms']:.1f} ms; read by the viewer: "
             f"{main_run['read_p99_ms']:.1f} ms) -> "
-            + ("**met**" if main_run["capture_p99_ms"] <= 25 else "**missed**")
-            + "; missing frames must be 0 -> "
-            + ("ok" if all(r["missing_frames"] == 0 for r in b["runs"]) else "**FRAMES MISSING**")
+            # The tail moves by a factor of three between runs of the same code: one run under
+            # the target does not meet it.
+            + ("**under it in this run**" if main_run["capture_p99_ms"] <= 25 else "**missed**")
+            + "; missing and duplicate frames must be 0 -> "
+            + ("**FAILED**" if frame_failures(b["runs"]) else "ok")
             + "."
         )
         for r in b["runs"]:
@@ -1402,7 +1577,10 @@ def main() -> int:
         "--warmup", type=int, default=2, help="wrk warm-up seconds per server (default 2)"
     )
     p.add_argument(
-        "--rounds", type=int, default=3, help="interleaved bare/hookbin rounds (default 3)"
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds of bare WSGI, bare Flask, Hookbin (default 3)",
     )
     p.add_argument("--no-normal", action="store_true", help="skip the synchronous=NORMAL run")
     p.add_argument(
@@ -1463,13 +1641,22 @@ def main() -> int:
         help="where SQLite files go (default: a temp dir on disk)",
     )
     p.add_argument("--keep", action="store_true", help="keep the work dir")
-    p.add_argument("--output", type=Path, default=RESULTS / "latest.md")
+    p.add_argument(
+        "--output", type=Path, default=RESULTS / "latest.md", help="markdown report (scratch)"
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DATA,
+        help="where the run's raw figures and settings go as JSON (default bench/data, tracked)",
+    )
     args = p.parse_args()
 
     if shutil.which("wrk") is None:
         print("wrk is not installed", file=sys.stderr)
         return 2
     started = time.monotonic()
+    identity = run_identity()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="hookbin-bench-", dir="/var/tmp"))
     workdir.mkdir(parents=True, exist_ok=True)
     logdir = RESULTS / "logs"
@@ -1514,31 +1701,47 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     problems = servers.log_problems()
+    failures = []
+    if a and not a["checks_ok"]:
+        failures.append("stored rows do not match the 200 answers wrk read (Part A)")
+    if b:
+        failures += frame_failures(b["runs"])
+    raw_path = data_path(args.data_dir, identity)
+    shown_raw = raw_path.relative_to(ROOT) if raw_path.is_relative_to(ROOT) else raw_path
     text = report(args, a, b, d, servers, problems, started)
+    text += f"Raw figures of every round and the settings: `{shown_raw}`.\n"
     print()
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
-    (args.output.with_suffix(".json")).write_text(
+    identity["machine"]["load_average_at_end"] = os.getloadavg()
+    identity["runtime_seconds"] = round(time.monotonic() - started, 1)
+    raw_path.parent.mkdir(parents=True, exist_ok=True)
+    raw_path.write_text(
         json.dumps(
             {
-                "args": {k: str(v) for k, v in vars(args).items()},
+                **identity,
+                "settings": {
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "hookbin_env_for_every_server": servers.extra_env,
+                    "servers": server_settings(servers),
+                    "commands": servers.commands,
+                },
                 "a": a,
                 "b": b,
                 "diagnose": d,
-                "log_problems": problems,
+                "failures": failures,
+                "log_problems": {k: v[:20] for k, v in problems.items()},
             },
             indent=1,
             default=str,
         )
+        + "\n"
     )
-    print(f"written to {args.output} (raw: {args.output.with_suffix('.json')}, logs: {logdir})")
-    ok = True
-    if a and not a["checks_ok"]:
-        ok = False
-    if b and any(r["missing_frames"] for r in b["runs"]):
-        ok = False
-    return 0 if ok else 1
+    print(f"written to {args.output} (raw figures: {shown_raw}, logs: {logdir})")
+    for reason in failures:
+        print(f"FAILED: {reason}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
