@@ -88,11 +88,12 @@ class Settings:
     listen_port: int = 8000
     #: Number of reverse proxies in front of Hookbin whose X-Forwarded-* headers are trusted.
     proxy_hops: int = 0
-    #: Write gunicorn's access log to stderr.
-    access_log: bool = True
+    #: Write gunicorn's access log to stderr. Off by default: every capture is recorded in the
+    #: database and shown on its bin's page, and a log line per request costs throughput.
+    access_log: bool = False
     #: Requests shown per page in the UI and the default API page size.
     page_size: int = 50
-    #: TOML file defining named bins with their settings (see ``app.binsfile``). They are created
+    #: TOML file defining named bins with their settings (see ``app.bins.binsfile``). They are created
     #: or rewritten at every start, so their URLs survive restarts and database resets. Empty:
     #: no such file.
     bins_file: str = ""
