@@ -6,8 +6,8 @@ matching requests fail. Counters start over when the bin's responses are saved
 (``store.update_bin`` deletes the rows in the same transaction).
 
 The bump is a write like any other outside the capture commit, so it goes through
-``app.dbwrites.SerialWrites``: on SQLite it runs on a native thread under the writers' lock file,
-so an fsync or another process's write never freezes the event loop.
+``app.storage.writes.SerialWrites``: on SQLite it runs on a native thread under the writers' lock
+file, so an fsync or another process's write never freezes the event loop.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from app.config import PROJECT_ROOT
 from app.delivery.edit import EditError, outgoing_from_api
 from app.delivery.queue import DELIVERED, describe, retry_now, state_of
 from app.delivery.replay import TargetRefused, replay
-from app.rules import answers
+from app.rules.validate import validate_responses
 from app.signing import verdicts
 from app.storage import store
 from app.web.urls import capture_url, view_url
@@ -173,7 +173,7 @@ def patch_bin(bin_id: str) -> Response | tuple[Response, int]:
     if "responses" in data:
         # Saving responses (even unchanged) starts the bin's rule counters over.
         try:
-            changes["responses"] = answers.validate_responses(data["responses"])
+            changes["responses"] = validate_responses(data["responses"])
         except ValueError as exc:
             return _error(400, str(exc))
     services = current_services()
