@@ -16,7 +16,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from app.rules import plan
+from app.rules import plan, sandbox
+from app.rules.limits import MAX_TEMPLATE_NESTING
 from app.rules.match import Incoming, choose, path_matches
 from app.rules.templates import AnswerError, render_template
 from app.rules.validate import validate_responses
@@ -519,19 +520,66 @@ def test_number_tests_never_format_the_senders_text(template: str) -> None:
         render(template, body=b'{"n": "%d"}')
 
 
-@pytest.mark.parametrize(
-    "template",
-    [
-        "{{ " + "(" * 300 + "1" + ")" * 300 + " }}",
-        "{{ " + "[" * 300 + "]" * 300 + " }}",
-        "{{ " + " + ".join(["1"] * 250) + " }}",
-        "{{ body" + "|lower" * 250 + " }}",
-        "{% if " + "not " * 2000 + "body %}x{% endif %}",
-    ],
-)
+#: Too deep to parse (brackets, prefixes, blocks) and only too deep to compile (long chains).
+DEEP_TO_PARSE = [
+    "{{ " + "(" * 300 + "1" + ")" * 300 + " }}",
+    "{{ " + "[" * 300 + "]" * 300 + " }}",
+    "{% if " + "not " * 2000 + "body %}x{% endif %}",
+    "{{ " + "-" * 200 + "1 }}",
+    "{{ " + "1 if body else " * 200 + "2 }}",
+    "{% if body %}" * 200 + "x" + "{% endif %}" * 200,
+]
+DEEP_TO_COMPILE = [
+    "{{ " + " + ".join(["1"] * 250) + " }}",
+    "{{ body" + "|lower" * 200 + " }}",
+    "{{ body" + "|lower" * 250 + " }}",
+    "{{ body" + ".lower()" * 100 + " }}",
+    "{% if " + " or ".join(["body"] * 100) + " %}x{% endif %}",
+]
+TOO_DEEP = "default.body: template error: expressions are nested too deeply"
+
+
+@pytest.mark.parametrize("template", DEEP_TO_PARSE + DEEP_TO_COMPILE)
 def test_deeply_nested_templates_are_refused_with_a_message(template: str) -> None:
-    message = refused({"default": {"body": template}})
-    assert message == "default.body: template error: expressions are nested too deeply"
+    assert refused({"default": {"body": template}}) == TOO_DEEP
+
+
+@pytest.mark.parametrize("template", DEEP_TO_PARSE + DEEP_TO_COMPILE)
+def test_deep_templates_are_refused_before_they_are_compiled(
+    template: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Compiling a deep tree is what costs seconds: a refused template must never get there.
+    def never(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a template too deep to keep reached the compiler")
+
+    monkeypatch.setattr(sandbox.ENV, "compile", never)
+    if template in DEEP_TO_PARSE:
+        # Parsing recurses per level: these are refused from their tokens alone.
+        monkeypatch.setattr(sandbox.ENV, "parse", never)
+    assert refused({"default": {"body": template}}) == TOO_DEEP
+
+
+def test_nesting_up_to_the_limit_is_kept() -> None:
+    deepest = MAX_TEMPLATE_NESTING
+    kept = [
+        "{{ " + "(" * deepest + "body" + ")" * deepest + " }}",
+        "{{ body" + "|lower" * (deepest - 2) + " }}",  # the output and the name are levels too
+        "{% if body %}" * (deepest - 2) + "{{ body }}" + "{% endif %}" * (deepest - 2),
+        # Prefixes count per list item and per tag: long lists and many tags stay shallow.
+        "{{ [" + ", ".join(["-1"] * 200) + "]|length }}",
+        "{% if json.n is not odd and json.a not in [1] and not json.b %}y{% endif %}" * 20,
+    ]
+    for template in kept:
+        validate_responses({"default": {"body": template}})
+    assert render(kept[1], body=b"AbC") == "abc"
+    assert render(kept[2], body=b"x") == "x"
+    too_deep = [
+        "{{ " + "(" * (deepest + 1) + "body" + ")" * (deepest + 1) + " }}",
+        "{{ body" + "|lower" * (deepest - 1) + " }}",
+        "{% if body %}" * (deepest - 1) + "{{ body }}" + "{% endif %}" * (deepest - 1),
+    ]
+    for template in too_deep:
+        assert refused({"default": {"body": template}}) == TOO_DEEP
 
 
 def test_lone_surrogates_are_refused_in_settings() -> None:

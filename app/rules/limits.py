@@ -7,6 +7,9 @@ import re
 MAX_RULES = 50
 MAX_HEADERS = 32
 MAX_TEMPLATE_CHARS = 8 * 1024
+#: Deepest nesting of one template (expressions and ``if`` blocks together). Jinja's compiler
+#: works much harder on deep trees than on long flat ones, so depth is bounded on its own.
+MAX_TEMPLATE_NESTING = 32
 #: Largest rendered body, and largest text any template operation may build on the way.
 MAX_RENDERED_CHARS = 256 * 1024
 #: Characters (or list items) all template operations may build in all while rendering one

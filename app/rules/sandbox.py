@@ -249,6 +249,9 @@ class AnswerEnvironment(ImmutableSandboxedEnvironment):
             finalize=_as_text,
             cache_size=0,
             auto_reload=False,
+            # Jinja's constant folding costs time cubic in an expression's depth on every
+            # compile, and saves nothing here: nearly every value comes from the request.
+            optimized=False,
         )
         self.globals.clear()
         self.filters = {**FILTERS, SLICE: slice}  # SLICE: see templates.compiled

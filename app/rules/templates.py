@@ -1,7 +1,9 @@
 """Answer templates: checking them when they are saved, and rendering them for a request.
 
 A template may only write values out (``{{ ... }}``) and choose with ``{% if %}``; it reads the
-request through ``CONTEXT_NAMES`` and runs in the sandbox of ``app.rules.sandbox``.
+request through ``CONTEXT_NAMES`` and runs in the sandbox of ``app.rules.sandbox``. Checking a
+template is cheap whatever it holds: its nesting is bounded from its tokens before it is parsed,
+and from its tree before it is compiled.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from jinja2 import TemplateError, nodes
 from app.rules.limits import (
     CONTEXT_NAMES,
     MAX_TEMPLATE_CHARS,
+    MAX_TEMPLATE_NESTING,
     SURROGATE,
 )
 from app.rules.match import Incoming
@@ -24,6 +27,8 @@ from app.rules.sandbox import ENV, FILTERS, SAFE_METHODS, SLICE, budget, limit_s
 class AnswerError(Exception):
     """A template could not be rendered for this request (answered 500, the capture is kept)."""
 
+
+_TOO_DEEP = "template error: expressions are nested too deeply"
 
 #: Statement nodes a template may contain; expressions are checked separately.
 _STATEMENTS = (nodes.Template, nodes.Output, nodes.If)
@@ -46,6 +51,13 @@ _STATEMENT_NAMES: dict[type[nodes.Node], str] = {
     nodes.FilterBlock: "filter blocks",
 }
 
+_OPEN = frozenset({"lparen", "lbracket", "lbrace"})
+_CLOSE = frozenset({"rparen", "rbracket", "rbrace"})
+#: Statements whose body runs up to an ``end...`` tag (and ``set`` without ``=``).
+_BODY_STATEMENTS = frozenset(
+    {"if", "for", "macro", "call", "filter", "with", "block", "autoescape"}
+)
+
 
 def _is_template(source: str) -> bool:
     return "{{" in source or "{%" in source or "{#" in source
@@ -61,28 +73,104 @@ def check_template(source: str, where: str) -> None:
     if not _is_template(source):
         return
     try:
+        if _parse_too_deep(source):
+            raise ValueError(f"{where}: {_TOO_DEEP}")
         tree = ENV.parse(source)
         # Statements first, then names: "range(3)" is better explained by "range" than the call.
         for node in sorted(_walk(tree), key=_report_order):
             problem = _node_problem(node)
             if problem:
                 raise ValueError(f"{where}: {problem}")
+        # A long chain of filters or operators parses without recursion but nests as deeply as
+        # it is long, and compiling a deep tree is what is slow.
+        if _tree_depth(tree) > MAX_TEMPLATE_NESTING:
+            raise ValueError(f"{where}: {_TOO_DEEP}")
         compiled(source)
     except TemplateError as exc:
         raise ValueError(f"{where}: template error: {exc}") from None
     except (RecursionError, SyntaxError):
-        # Jinja's parser recurses per nesting level, and Python refuses deeply nested code.
-        raise ValueError(f"{where}: template error: expressions are nested too deeply") from None
+        # A backstop: Python's own compiler refuses deeply nested code.
+        raise ValueError(f"{where}: {_TOO_DEEP}") from None
+
+
+def _parse_too_deep(source: str) -> bool:
+    """Whether Jinja's parser could nest deeper than MAX_TEMPLATE_NESTING levels on ``source``,
+    read from its tokens alone (lexing is linear; parsing recurses).
+
+    The parser recurses once per bracket, block statement, prefix operator (``not``, ``-``,
+    ``+``) and chained ``else``. This counts all of them, and every ``not``, ``-``, ``+`` and
+    ``else`` as if it were one, forgetting them only at a comma, colon or closing bracket: it may
+    count more levels than the parser uses, never fewer.
+    A template the lexer refuses is read up to the error, which the parser then reports.
+    """
+    blocks = 0
+    levels: list[int] = []  # per open bracket of the current tag (0: the tag): prefixes seen
+    previous: Any = None
+    keyword: str | None = None  # the statement a ``{% ... %}`` tag starts with
+    body_set = False
+    tokens = ENV.lexer.wrap(ENV.lexer.tokeniter(source, None))
+    try:
+        for token in tokens:
+            kind = token.type
+            if kind in ("variable_begin", "block_begin"):
+                levels, keyword, body_set = [0], None, False
+            elif kind == "block_end":
+                if body_set:
+                    blocks += 1
+                levels = []
+            elif kind == "variable_end":
+                levels = []
+            elif not levels:
+                pass  # text between tags
+            elif previous.type == "block_begin" and kind == "name":
+                keyword = token.value
+                if keyword.startswith("end"):
+                    blocks = max(blocks - 1, 0)
+                elif keyword == "set":
+                    body_set = True  # until an "=" says otherwise
+                elif keyword in _BODY_STATEMENTS:
+                    blocks += 1
+            elif kind == "assign" and keyword == "set":
+                body_set = False
+            elif kind in _OPEN:
+                levels.append(0)
+            elif kind in _CLOSE:
+                if len(levels) > 1:
+                    levels.pop()
+            elif kind in ("comma", "colon"):
+                levels[-1] = 0
+            elif kind in ("sub", "add") or (kind == "name" and token.value in ("not", "else")):
+                levels[-1] += 1
+            if blocks + len(levels) - 1 + sum(levels) > MAX_TEMPLATE_NESTING:
+                return True
+            previous = token
+    except TemplateError:
+        pass
+    return False
+
+
+def _tree_depth(tree: nodes.Node) -> int:
+    """The deepest level of ``tree`` below the template node (walked without recursion)."""
+    deepest = 0
+    stack = [(child, 1) for child in tree.iter_child_nodes()]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in node.iter_child_nodes())
+    return deepest
 
 
 def _report_order(node: nodes.Node) -> int:
     return 0 if isinstance(node, nodes.Stmt) else 1 if isinstance(node, nodes.Name) else 2
 
 
-def _walk(node: nodes.Node) -> Iterator[nodes.Node]:
-    yield node
-    for child in node.iter_child_nodes():
-        yield from _walk(child)
+def _walk(tree: nodes.Node) -> Iterator[nodes.Node]:
+    """Every node of ``tree``, parents before children (without recursion)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(list(node.iter_child_nodes())))
 
 
 def _node_problem(node: nodes.Node) -> str | None:
