@@ -93,7 +93,7 @@ class Settings:
     access_log: bool = False
     #: Requests shown per page in the UI and the default API page size.
     page_size: int = 50
-    #: TOML file defining named bins with their settings (see ``app.bins.binsfile``). They are created
+    #: TOML file defining named bins with their settings (``bins.binsfile``). They are created
     #: or rewritten at every start, so their URLs survive restarts and database resets. Empty:
     #: no such file.
     bins_file: str = ""

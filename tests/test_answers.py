@@ -1,6 +1,6 @@
 """Response rules: what a bin's capture URL answers.
 
-The first half checks ``app.answers`` directly (validation messages, matching, templates and the
+The first half checks ``app.rules`` directly (validation messages, matching, templates and the
 sandbox). The second half drives a real ``hookbin serve`` (gunicorn, gevent workers) and looks at
 the answers a sender gets, byte for byte where it matters.
 """
@@ -16,14 +16,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from app.rules import answers
-from app.rules.answers import (
-    AnswerError,
-    Incoming,
-    path_matches,
-    render_template,
-    validate_responses,
-)
+from app.rules import plan, sandbox
+from app.rules.limits import MAX_TEMPLATE_NESTING
+from app.rules.match import Incoming, choose, path_matches
+from app.rules.templates import AnswerError, render_template
+from app.rules.validate import validate_responses
 from tests.conftest import Server, raw_http, start_server
 
 
@@ -250,10 +247,10 @@ def test_first_matching_rule_wins() -> None:
             ]
         }
     )["rules"]  # type: ignore[index]
-    assert answers.choose(rules, incoming(method="GET", path="/stripe/x"))["id"] == "gets"
-    assert answers.choose(rules, incoming(path="/stripe/x"))["id"] == "stripe"
-    assert answers.choose(rules, incoming(path="/stripe/x/y"))["id"] == "all-stripe"
-    assert answers.choose(rules, incoming(path="/github")) is None
+    assert choose(rules, incoming(method="GET", path="/stripe/x"))["id"] == "gets"
+    assert choose(rules, incoming(path="/stripe/x"))["id"] == "stripe"
+    assert choose(rules, incoming(path="/stripe/x/y"))["id"] == "all-stripe"
+    assert choose(rules, incoming(path="/github")) is None
 
 
 def test_header_conditions() -> None:
@@ -268,13 +265,13 @@ def test_header_conditions() -> None:
     )["rules"]  # type: ignore[index]
 
     def rule_for(headers: list[tuple[str, str]]) -> str | None:
-        chosen = answers.choose(rules, incoming(headers=[("X-Signature", "s"), *headers]))
+        chosen = choose(rules, incoming(headers=[("X-Signature", "s"), *headers]))
         return None if chosen is None else chosen["id"]
 
     assert rule_for([("X-GitHub-Event", "push")]) == "push"
     assert rule_for([("X-GitHub-Event", "PUSH")]) is None  # values compare exactly
     assert rule_for([("content-type", "application/json; charset=utf-8")]) == "json"
-    assert answers.choose(rules, incoming())["id"] == "unsigned"  # type: ignore[index]
+    assert choose(rules, incoming())["id"] == "unsigned"  # type: ignore[index]
 
 
 def test_json_conditions() -> None:
@@ -290,7 +287,7 @@ def test_json_conditions() -> None:
     )["rules"]  # type: ignore[index]
 
     def rule_for(body: bytes) -> str | None:
-        chosen = answers.choose(rules, incoming(body=body))
+        chosen = choose(rules, incoming(body=body))
         return None if chosen is None else chosen["id"]
 
     assert rule_for(b'{"type": "url_verification", "challenge": "c"}') == "verify"
@@ -322,16 +319,16 @@ def test_fail_first_counts_through_the_callback_only_for_counting_rules() -> Non
         hits[rule_id] = hits.get(rule_id, 0) + 1
         return hits[rule_id]
 
-    plain = answers.plan(config, incoming(path="/plain"), count=count)
+    plain = plan.plan(config, incoming(path="/plain"), count=count)
     assert (plain.status, plain.rule, plain.body) == (201, "plain", b"plain")
     assert hits == {}
-    outcomes = [answers.plan(config, incoming(path="/flaky"), count=count) for _ in range(4)]
+    outcomes = [plan.plan(config, incoming(path="/flaky"), count=count) for _ in range(4)]
     assert [p.status for p in outcomes] == [503, 503, 202, 202]
     assert {p.rule for p in outcomes} == {"flaky"}
     assert "failure 2 of 2" in outcomes[1].payload["error"]  # type: ignore[index]
     # A rule without an answer of its own succeeds with the bin's default answer.
     assert outcomes[2].body == b"default"
-    nothing = answers.plan(config, incoming(path="/other"), count=count)
+    nothing = plan.plan(config, incoming(path="/other"), count=count)
     assert (nothing.status, nothing.rule, nothing.body) == (202, None, b"default")
 
 
@@ -344,8 +341,8 @@ def test_fail_random_uses_the_probability() -> None:
     def never_count(rule_id: str) -> int:
         raise AssertionError("fail_random must not touch the counter")
 
-    low = answers.plan(config, incoming(), count=never_count, rng=lambda: 0.49)
-    high = answers.plan(config, incoming(), count=never_count, rng=lambda: 0.5)
+    low = plan.plan(config, incoming(), count=never_count, rng=lambda: 0.49)
+    high = plan.plan(config, incoming(), count=never_count, rng=lambda: 0.5)
     assert (low.status, low.rule) == (500, "coin")
     # No answer and no default: the standard acknowledgement, recorded as answered by the rule.
     assert (high.status, high.rule, high.payload) == (200, "coin", {"ok": True})
@@ -356,7 +353,7 @@ def test_template_errors_plan_a_500_naming_the_problem() -> None:
         {"rules": [{"id": "slack", "answer": {"body": "{{ json.challenge }}"}}]}
     )
     assert config is not None
-    planned = answers.plan(config, incoming(body=b'{"type": "x"}'), count=lambda r: 1)
+    planned = plan.plan(config, incoming(body=b'{"type": "x"}'), count=lambda r: 1)
     assert planned.status == 500 and planned.rule == "slack"
     message = planned.payload["error"]  # type: ignore[index]
     assert "rule slack, body" in message and "has no attribute 'challenge'" in message
@@ -367,7 +364,7 @@ def test_template_errors_plan_a_500_naming_the_problem() -> None:
 )
 def test_no_body_for_204_205_and_304(answer: dict) -> None:
     config = validate_responses({"default": answer})
-    planned = answers.plan(config, incoming(), count=lambda r: 1)  # type: ignore[arg-type]
+    planned = plan.plan(config, incoming(), count=lambda r: 1)  # type: ignore[arg-type]
     assert planned.status == answer["status"]
     assert (planned.body, planned.payload, planned.content_type) == (b"", None, None)
 
@@ -483,8 +480,8 @@ def test_templates_cannot_build_huge_values(template: str, reason: str) -> None:
     ["[1] * 262144", "body * 2", "body[1:]", "body.lower()", "body.strip()", "body|lower"],
 )
 def test_values_held_side_by_side_count_against_one_budget(item: str) -> None:
-    # Each value alone is within the limits, but hundreds of them in one list held gigabytes at
-    # once ([1] * 262144 alone is 2 MB of pointers; body[1:] copies the sender's body).
+    # Each value alone is within the limits, but hundreds of them in one list would hold
+    # gigabytes at once ([1] * 262144 alone is 2 MB of pointers; body[1:] copies the body).
     template = "{{ [" + ", ".join([item] * 40) + "]|length }}"
     validate_responses({"default": {"body": template}})
     with pytest.raises(AnswerError, match="characters built in all"):
@@ -496,7 +493,7 @@ def test_values_held_side_by_side_count_against_one_budget(item: str) -> None:
 
 def test_rendered_header_values_stay_single_line() -> None:
     config = validate_responses({"default": {"headers": {"X-Echo": "{{ json.v }}"}}})
-    planned = answers.plan(
+    planned = plan.plan(
         config,  # type: ignore[arg-type]
         incoming(body=json.dumps({"v": "a\r\nSet-Cookie: s=1"}).encode()),
         count=lambda r: 1,
@@ -517,25 +514,72 @@ def test_rendered_header_values_stay_single_line() -> None:
 )
 def test_number_tests_never_format_the_senders_text(template: str) -> None:
     # Jinja's own tests compute ``value % n``: on text that is printf formatting, so a sender
-    # writing "%999999999s" made every such test build a gigabyte.
+    # writing "%999999999s" would make every such test build a gigabyte.
     assert render(template, body=b'{"n": 3}') in ("odd", "", "three")
     with pytest.raises(AnswerError, match="expected a number, not a str value"):
         render(template, body=b'{"n": "%d"}')
 
 
-@pytest.mark.parametrize(
-    "template",
-    [
-        "{{ " + "(" * 300 + "1" + ")" * 300 + " }}",
-        "{{ " + "[" * 300 + "]" * 300 + " }}",
-        "{{ " + " + ".join(["1"] * 250) + " }}",
-        "{{ body" + "|lower" * 250 + " }}",
-        "{% if " + "not " * 2000 + "body %}x{% endif %}",
-    ],
-)
+#: Too deep to parse (brackets, prefixes, blocks) and only too deep to compile (long chains).
+DEEP_TO_PARSE = [
+    "{{ " + "(" * 300 + "1" + ")" * 300 + " }}",
+    "{{ " + "[" * 300 + "]" * 300 + " }}",
+    "{% if " + "not " * 2000 + "body %}x{% endif %}",
+    "{{ " + "-" * 200 + "1 }}",
+    "{{ " + "1 if body else " * 200 + "2 }}",
+    "{% if body %}" * 200 + "x" + "{% endif %}" * 200,
+]
+DEEP_TO_COMPILE = [
+    "{{ " + " + ".join(["1"] * 250) + " }}",
+    "{{ body" + "|lower" * 200 + " }}",
+    "{{ body" + "|lower" * 250 + " }}",
+    "{{ body" + ".lower()" * 100 + " }}",
+    "{% if " + " or ".join(["body"] * 100) + " %}x{% endif %}",
+]
+TOO_DEEP = "default.body: template error: expressions are nested too deeply"
+
+
+@pytest.mark.parametrize("template", DEEP_TO_PARSE + DEEP_TO_COMPILE)
 def test_deeply_nested_templates_are_refused_with_a_message(template: str) -> None:
-    message = refused({"default": {"body": template}})
-    assert message == "default.body: template error: expressions are nested too deeply"
+    assert refused({"default": {"body": template}}) == TOO_DEEP
+
+
+@pytest.mark.parametrize("template", DEEP_TO_PARSE + DEEP_TO_COMPILE)
+def test_deep_templates_are_refused_before_they_are_compiled(
+    template: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Compiling a deep tree is what costs seconds: a refused template must never get there.
+    def never(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("a template too deep to keep reached the compiler")
+
+    monkeypatch.setattr(sandbox.ENV, "compile", never)
+    if template in DEEP_TO_PARSE:
+        # Parsing recurses per level: these are refused from their tokens alone.
+        monkeypatch.setattr(sandbox.ENV, "parse", never)
+    assert refused({"default": {"body": template}}) == TOO_DEEP
+
+
+def test_nesting_up_to_the_limit_is_kept() -> None:
+    deepest = MAX_TEMPLATE_NESTING
+    kept = [
+        "{{ " + "(" * deepest + "body" + ")" * deepest + " }}",
+        "{{ body" + "|lower" * (deepest - 2) + " }}",  # the output and the name are levels too
+        "{% if body %}" * (deepest - 2) + "{{ body }}" + "{% endif %}" * (deepest - 2),
+        # Prefixes count per list item and per tag: long lists and many tags stay shallow.
+        "{{ [" + ", ".join(["-1"] * 200) + "]|length }}",
+        "{% if json.n is not odd and json.a not in [1] and not json.b %}y{% endif %}" * 20,
+    ]
+    for template in kept:
+        validate_responses({"default": {"body": template}})
+    assert render(kept[1], body=b"AbC") == "abc"
+    assert render(kept[2], body=b"x") == "x"
+    too_deep = [
+        "{{ " + "(" * (deepest + 1) + "body" + ")" * (deepest + 1) + " }}",
+        "{{ body" + "|lower" * (deepest - 1) + " }}",
+        "{% if body %}" * (deepest - 1) + "{{ body }}" + "{% endif %}" * (deepest - 1),
+    ]
+    for template in too_deep:
+        assert refused({"default": {"body": template}}) == TOO_DEEP
 
 
 def test_lone_surrogates_are_refused_in_settings() -> None:
@@ -547,7 +591,7 @@ def test_lone_surrogates_are_refused_in_settings() -> None:
 
 def test_lone_surrogates_from_the_sender_are_written_as_replacement_characters() -> None:
     config = validate_responses({"default": {"body": "{{ json.a }} {{ json|tojson }}"}})
-    planned = answers.plan(
+    planned = plan.plan(
         config,  # type: ignore[arg-type]
         incoming(body=b'{"a": "x\\ud800y"}'),
         count=lambda r: 1,
@@ -565,9 +609,9 @@ def test_json_field_indexes_are_ascii_digits() -> None:
             ]
         }
     )["rules"]  # type: ignore[index]
-    # "\u00b2".isdigit() is true but int() refuses it: that used to crash every match.
-    assert answers.choose(rules, incoming(body=b'{"a": [1, 2, 3]}'))["id"] == "one"  # type: ignore[index]
-    assert answers.choose(rules, incoming(body=b'{"a": {"\xc2\xb2": 1}}'))["id"] == "sup"  # type: ignore[index]
+    # "\u00b2".isdigit() is true but int() refuses it: a match must not reach int().
+    assert choose(rules, incoming(body=b'{"a": [1, 2, 3]}'))["id"] == "one"  # type: ignore[index]
+    assert choose(rules, incoming(body=b'{"a": {"\xc2\xb2": 1}}'))["id"] == "sup"  # type: ignore[index]
 
 
 def test_settings_form_refuses_deeply_nested_rules_json() -> None:
@@ -1047,7 +1091,6 @@ def test_a_bug_in_the_rules_never_costs_the_capture(
     """An unexpected error while deciding the answer still stores the request (answered 500)."""
     from app import create_app
     from app.config import Settings
-    from app.rules import answers
     from app.storage.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'bug.sqlite3'}"
@@ -1059,10 +1102,10 @@ def test_a_bug_in_the_rules_never_costs_the_capture(
         responses = {"default": {"status": 201, "body": "created"}}
         assert client.patch(f"/api/bins/{bin_id}", json={"responses": responses}).status_code == 200
 
-        def broken(*_args: object, **_kwargs: object) -> answers.Planned:
+        def broken(*_args: object, **_kwargs: object) -> plan.Planned:
             raise RuntimeError("a bug")
 
-        monkeypatch.setattr(answers, "plan", broken)
+        monkeypatch.setattr(plan, "plan", broken)
         response = client.post(f"/h/{bin_id}/hook", data=b"keep me")
         assert response.status_code == 500
         request_id = response.get_json()["request_id"]

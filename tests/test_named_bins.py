@@ -25,7 +25,7 @@ from flask import Flask
 from app import reserved_bin_names
 from app.bins import binsfile, names
 from app.bins.binsfile import BinsFileError, FileBin
-from app.rules import answers
+from app.rules.validate import validate_responses
 from tests.conftest import ROOT, Server, free_port, start_server
 from tests.echo import EchoTarget, start_echo
 
@@ -647,7 +647,7 @@ answer = { status = 204 }
     # starts (they key the rules' hit counters).
     assert first.responses == again.responses
     assert [r["id"] for r in first.responses["rules"]] == ["rule-1", "named"]
-    expected = answers.validate_responses(
+    expected = validate_responses(
         {
             "default": {"status": 202, "body": "queued"},
             "rules": [

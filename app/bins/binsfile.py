@@ -10,7 +10,7 @@
 Each table under ``bins`` defines one bin; its key is the bin's name, which is its id and so the
 last segment of its capture URL (``/h/stripe-dev``; the rule is in ``names``). A bin's keys,
 all optional: ``forward_url``, ``auto_forward``, ``signing`` ({provider, secrets}, checked by
-``app.signing.verdicts.validate_signing``) and ``responses`` (checked by ``app.rules``). A secret
+``verdicts.validate_signing``) and ``responses`` (checked by ``app.rules.validate``). A secret
 written ``"env:NAME"`` is read from the environment variable NAME, so no secret needs to sit in
 the file.
 
@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from app.bins.names import InvalidName, check_name
 from app.core.clock import utcnow
-from app.rules import answers
+from app.rules.validate import validate_responses
 from app.signing.verdicts import validate_signing
 from app.storage.db import bins, rule_hits
 from app.storage.repository import Storage
@@ -230,7 +230,7 @@ def _responses(value: Any, fail: Any) -> dict[str, Any] | None:
             ],
         }
     try:
-        return answers.validate_responses(value)
+        return validate_responses(value)
     except ValueError as exc:
         message = str(exc)
         if not message.startswith("responses"):

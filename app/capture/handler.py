@@ -21,8 +21,10 @@ from app.capture.delivery_ids import delivery_of
 from app.config import Settings
 from app.core import fastjson
 from app.core.clock import utcnow
-from app.rules import answers
+from app.rules import plan
 from app.rules.hits import BinGone, RuleHits
+from app.rules.limits import NO_BODY_STATUSES
+from app.rules.match import Incoming
 from app.signing import verdicts
 from app.storage.batcher import CommitBatcher
 from app.storage.captures import Capture, Stored
@@ -89,10 +91,10 @@ def _status_line(status: int) -> str:
 def _answer_planned(
     start_response: StartResponse,
     environ: dict[str, Any],
-    planned: answers.Planned,
+    planned: plan.Planned,
     request_id: str,
 ) -> list[bytes]:
-    """Send a bin's configured answer (``app.rules``) for a stored request.
+    """Send a bin's configured answer (``app.rules.plan``) for a stored request.
 
     The bin's headers were checked when they were saved (no framing, cookie or CSP headers), and
     ``_COMMON_HEADERS`` still go out with every answer, so a configured answer stays inert.
@@ -108,7 +110,7 @@ def _answer_planned(
         return _answer(start_response, environ, status, payload, extra)
     body = planned.body or b""
     headers = []
-    if planned.status not in answers.NO_BODY_STATUSES:
+    if planned.status not in NO_BODY_STATUSES:
         if planned.content_type:
             headers.append(("Content-Type", planned.content_type))
         headers.append(("Content-Length", str(len(body))))
@@ -254,7 +256,7 @@ def make_capture_app(
         if not responses:
             capture_row.answer_status = 200  # the standard acknowledgement, no extra work
         else:
-            incoming = answers.Incoming(
+            incoming = Incoming(
                 method=capture_row.method,
                 path=sub_path,
                 query_string=query,
@@ -265,7 +267,7 @@ def make_capture_app(
             try:
                 # May bump a rule's shared counter: done before the capture is stored, so the
                 # answer recorded with it is the one sent.
-                planned = answers.plan(responses, incoming, count=partial(rule_hits.bump, bin_id))
+                planned = plan.plan(responses, incoming, count=partial(rule_hits.bump, bin_id))
             except BinGone:
                 storage.forget_bin(bin_id)
                 return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
@@ -274,7 +276,7 @@ def make_capture_app(
                 return _retry_later(start_response, environ)
             except Exception:  # noqa: BLE001 - a bug in the rules must not cost the capture
                 log.exception("response rules failed for a request to bin %s", bin_id)
-                planned = answers.Planned(
+                planned = plan.Planned(
                     status=500, payload={"error": "the bin's response rules failed on this request"}
                 )
             capture_row.answer_status = planned.status

@@ -1,8 +1,9 @@
 """The "Responses" part of the bin settings form: form fields <-> a ``responses`` setting.
 
 The page edits the default answer field by field (headers as "Name: value" lines) and the rules as
-JSON. Parsing errors and validation errors (``app.answers``) both come back as ValueError with a
-message for the person who typed it; the view then shows the form again with what they typed.
+JSON. Parsing errors and validation errors (``app.rules.validate``) both come back as ValueError
+with a message for the person who typed it; the view then shows the form again with what they
+typed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from app.rules.answers import DEFAULT_CONTENT_TYPE, validate_responses
+from app.rules.limits import DEFAULT_CONTENT_TYPE
+from app.rules.validate import validate_responses
 
 #: Form field names, in the order the page shows them.
 FIELDS = (

@@ -14,7 +14,7 @@ from app.core.clock import utcnow
 from app.delivery.edit import EditError, outgoing_from_api
 from app.delivery.queue import DELIVERED, retry_now, state_of
 from app.delivery.replay import TargetRefused, replay
-from app.rules import answers
+from app.rules.validate import validate_responses
 from app.signing import verdicts
 from app.storage.ids import seq_from_id
 from app.web.lookup import bin_or_404, request_or_404, services, storage, verdicts_of
@@ -115,7 +115,7 @@ def patch_bin(bin_id: str) -> Response | tuple[Response, int]:
     if "responses" in data:
         # Saving responses (even unchanged) starts the bin's rule counters over.
         try:
-            changes["responses"] = answers.validate_responses(data["responses"])
+            changes["responses"] = validate_responses(data["responses"])
         except ValueError as exc:
             return _error(400, str(exc))
     updated = storage().update_bin(bin_id, **changes)
