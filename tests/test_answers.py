@@ -636,6 +636,7 @@ def test_rule_counter_is_atomic_across_processes_sharing_the_file(tmp_path: Path
     from app.storage import store
     from app.storage.db import make_engine, rule_hits
     from app.storage.migrate import upgrade
+    from app.storage.repository import Storage
     from app.storage.writes import SerialWrites
 
     url = f"sqlite:///{tmp_path / 'hits.sqlite3'}"
@@ -644,7 +645,7 @@ def test_rule_counter_is_atomic_across_processes_sharing_the_file(tmp_path: Path
     bin_id = store.create_bin(engine)["id"]
     settings = Settings(database_url=url)
     # Two counters stand for two processes: each has its own connection and lock file descriptor.
-    counters = [RuleHits(SerialWrites(settings, engine)), RuleHits(SerialWrites(settings, engine))]
+    counters = [RuleHits(Storage(engine, SerialWrites(settings, engine))) for _ in range(2)]
     seen: list[int] = []
     lock = threading.Lock()
 
@@ -679,12 +680,15 @@ def test_rule_counter_on_postgres(postgres_url: str) -> None:
     from app.rules.hits import BinGone, RuleHits
     from app.storage import store
     from app.storage.db import make_engine
+    from app.storage.repository import Storage
     from app.storage.writes import SerialWrites
 
     engine = make_engine(postgres_url)
     try:
         bin_id = store.create_bin(engine)["id"]
-        counter = RuleHits(SerialWrites(Settings(database_url=postgres_url), engine))
+        counter = RuleHits(
+            Storage(engine, SerialWrites(Settings(database_url=postgres_url), engine))
+        )
         assert [counter.bump(bin_id, "r") for _ in range(3)] == [1, 2, 3]
         assert counter.bump(bin_id, "other") == 1
         store.update_bin(engine, bin_id, responses=None)
