@@ -2,7 +2,7 @@
 
 The listener runs as a subprocess (``python -m app.cli listen``), the server is a real
 ``hookbin serve`` and the local target is ``tests/echo.py``. Waits poll with generous deadlines;
-nothing asserts on timing. The pieces of ``app/listen.py`` are also tested on their own.
+nothing asserts on timing. The pieces of ``app.cli`` behind it are also tested on their own.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import httpx
 import pytest
 import websocket
 
+from app.cli import listen_output, listen_state, listen_stream, listen_urls
 from app.cli import listener as listen
 from app.delivery.client import OutboundResult
 from tests.conftest import ROOT, Server, free_port, start_server
@@ -502,85 +503,90 @@ def request_id(seq: int) -> str:
 
 def test_state_file_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "dir" / "listen-b1.json"
-    assert listen.load_state(path, "b1") is None
-    listen.save_state(path, "b1", "http://h:8000", request_id(5))
-    assert listen.load_state(path, "b1") == request_id(5)
-    listen.save_state(path, "b1", "http://h:8000", request_id(6))
-    assert listen.load_state(path, "b1") == request_id(6)
+    assert listen_state.load_state(path, "b1") is None
+    listen_state.save_state(path, "b1", "http://h:8000", request_id(5))
+    assert listen_state.load_state(path, "b1") == request_id(5)
+    listen_state.save_state(path, "b1", "http://h:8000", request_id(6))
+    assert listen_state.load_state(path, "b1") == request_id(6)
     assert sorted(p.name for p in path.parent.iterdir()) == ["listen-b1.json"]  # no temp files
     data = json.loads(path.read_text())
     assert data["bin_id"] == "b1" and data["server"] == "http://h:8000"
 
-    with pytest.raises(listen.StateError, match="belongs to bin 'b1'"):
-        listen.load_state(path, "b2")
+    with pytest.raises(listen_state.StateError, match="belongs to bin 'b1'"):
+        listen_state.load_state(path, "b2")
     path.write_text("{half")
-    with pytest.raises(listen.StateError, match="not valid JSON"):
-        listen.load_state(path, "b1")
+    with pytest.raises(listen_state.StateError, match="not valid JSON"):
+        listen_state.load_state(path, "b1")
     path.write_text(json.dumps({"bin_id": "b1", "after": "garbage"}))
-    with pytest.raises(listen.StateError, match="no valid request id"):
-        listen.load_state(path, "b1")
+    with pytest.raises(listen_state.StateError, match="no valid request id"):
+        listen_state.load_state(path, "b1")
 
 
 def test_default_state_path() -> None:
-    assert listen.default_state_path("Ab-_9", {"XDG_STATE_HOME": "/xdg", "HOME": "/home/u"}) == (
+    environ = {"XDG_STATE_HOME": "/xdg", "HOME": "/home/u"}
+    assert listen_state.default_state_path("Ab-_9", environ) == (
         Path("/xdg/hookbin/listen-Ab-_9.json")
     )
-    assert listen.default_state_path("b/../x", {"HOME": "/home/u"}) == Path(
+    assert listen_state.default_state_path("b/../x", {"HOME": "/home/u"}) == Path(
         "/home/u/.local/state/hookbin/listen-b____x.json"
     )
     # A relative XDG_STATE_HOME is invalid by the spec and ignored.
-    assert listen.default_state_path("b", {"XDG_STATE_HOME": "rel", "HOME": "/h"}) == Path(
+    assert listen_state.default_state_path("b", {"XDG_STATE_HOME": "rel", "HOME": "/h"}) == Path(
         "/h/.local/state/hookbin/listen-b.json"
     )
 
 
 def test_stream_and_target_urls() -> None:
-    assert listen.stream_url("http://127.0.0.1:8000/", "b1") == (
+    assert listen_stream.stream_url("http://127.0.0.1:8000/", "b1") == (
         "ws://127.0.0.1:8000/api/bins/b1/stream"
     )
-    assert listen.stream_url("https://hooks.example.com/hb", "b1", request_id(1)) == (
+    assert listen_stream.stream_url("https://hooks.example.com/hb", "b1", request_id(1)) == (
         f"wss://hooks.example.com/hb/api/bins/b1/stream?after={request_id(1)}"
     )
-    assert listen.stream_url("http://h", "a b/c") == "ws://h/api/bins/a%20b%2Fc/stream"
+    assert listen_stream.stream_url("http://h", "a b/c") == "ws://h/api/bins/a%20b%2Fc/stream"
     for bad in ("localhost:8000", "ftp://h", "http://", "http://h/?x=1"):
         with pytest.raises(ValueError):
-            listen.server_base(bad)
+            listen_urls.server_base(bad)
 
     def item(path: str, query: str) -> dict:
         return {"path": path, "query_string": query}
 
     base = "http://localhost:3000/hooks"
-    assert listen.local_url(base, item("/stripe/webhook", "x=1")) == (
+    assert listen_urls.local_url(base, item("/stripe/webhook", "x=1")) == (
         "http://localhost:3000/hooks/stripe/webhook?x=1"
     )
-    assert listen.local_url(base, item("/", "")) == base
-    assert listen.local_url(base + "/", item("/a%2Fb", "q=%26")) == (
+    assert listen_urls.local_url(base, item("/", "")) == base
+    assert listen_urls.local_url(base + "/", item("/a%2Fb", "q=%26")) == (
         "http://localhost:3000/hooks/a%2Fb?q=%26"
     )
-    assert listen.local_url("http://localhost:3000/?k=v", item("/x", "y=2")) == (
+    assert listen_urls.local_url("http://localhost:3000/?k=v", item("/x", "y=2")) == (
         "http://localhost:3000/x?k=v&y=2"
     )
 
-    assert listen.forwards_into_capture("http://127.0.0.1:8000/h/abc", "http://127.0.0.1:8000")
-    assert not listen.forwards_into_capture("http://127.0.0.1:3000/h/abc", "http://127.0.0.1:8000")
-    assert not listen.forwards_into_capture("http://127.0.0.1:8000/hooks", "http://127.0.0.1:8000")
-    target = listen.local_target("http://[::1]:3000/x")
+    assert listen_urls.forwards_into_capture("http://127.0.0.1:8000/h/abc", "http://127.0.0.1:8000")
+    assert not listen_urls.forwards_into_capture(
+        "http://127.0.0.1:3000/h/abc", "http://127.0.0.1:8000"
+    )
+    assert not listen_urls.forwards_into_capture(
+        "http://127.0.0.1:8000/hooks", "http://127.0.0.1:8000"
+    )
+    target = listen_urls.local_target("http://[::1]:3000/x")
     assert (target.host, target.port, target.address) == ("::1", 3000, "::1")
     with pytest.raises(ValueError):
-        listen.local_target("mailto:x@y")
+        listen_urls.local_target("mailto:x@y")
 
 
 def test_output_line_format() -> None:
     when = datetime(2024, 5, 1, 12, 3, 4)
     item = {"method": "POST", "path": "/stripe/webhook", "query_string": "x=1"}
-    line = listen.format_line(when, item, OutboundResult(status=200, elapsed_ms=12.4))
+    line = listen_output.format_line(when, item, OutboundResult(status=200, elapsed_ms=12.4))
     assert click.unstyle(line) == "12:03:04  POST  /stripe/webhook?x=1  -> 200  12 ms"
     assert click.style("200", fg="green") in line
 
     for status, colour in ((302, "yellow"), (404, "yellow"), (500, "red"), (None, "red")):
-        assert listen.status_colour(status) == colour
+        assert listen_output.status_colour(status) == colour
     failed = OutboundResult(status=None, elapsed_ms=1.6, error="connection refused by h:1")
-    line = listen.format_line(when, {**item, "query_string": ""}, failed)
+    line = listen_output.format_line(when, {**item, "query_string": ""}, failed)
     assert click.unstyle(line) == (
         "12:03:04  POST  /stripe/webhook  -> error: connection refused by h:1  2 ms"
     )
@@ -588,7 +594,7 @@ def test_output_line_format() -> None:
 
     # What strangers sent cannot drive the terminal.
     sneaky = {"method": "GET", "path": "/a\x1b[2Jb", "query_string": ""}
-    line = listen.format_line(when, sneaky, OutboundResult(status=204))
+    line = listen_output.format_line(when, sneaky, OutboundResult(status=204))
     assert "\x1b[2J" not in line and "/a\\x1b[2Jb" in line
 
 
@@ -689,7 +695,7 @@ def test_listener_reconnects_with_backoff_and_resumes_after_the_last_request(
         (request_id(1), 201, "listen"),
         (request_id(2), 201, "listen"),
     ]
-    assert listen.load_state(tmp_path / "state.json", "b1") == request_id(2)
+    assert listen_state.load_state(tmp_path / "state.json", "b1") == request_id(2)
     out = [text for text, err in lines if not err]
     assert out[0] == f"Ready. Forwarding http://hb/h/b1 -> {echo.url} (Ctrl-C to stop)"
     assert out[1].startswith("09:00:00  POST  /one  -> 201  ")
@@ -716,7 +722,7 @@ def test_where_the_listener_starts(
 ) -> None:
     state = tmp_path / "state.json"
     if saved:
-        listen.save_state(state, "b1", "http://hb", saved)
+        listen_state.save_state(state, "b1", "http://hb", saved)
     urls: list[str] = []
 
     def connect(url: str) -> FakeSocket:
@@ -735,7 +741,7 @@ def test_where_the_listener_starts(
     )
     assert listener.run() == 0
     assert urls == [f"ws://hb/api/bins/b1/stream?after={after}"]
-    assert listen.load_state(state, "b1") == after
+    assert listen_state.load_state(state, "b1") == after
 
 
 @pytest.mark.parametrize(
