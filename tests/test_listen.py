@@ -47,15 +47,37 @@ def wait_until(check: Callable[[], object], what: str, timeout: float = WAIT) ->
     raise AssertionError(f"timed out waiting for {what}")
 
 
-class ListenProcess:
-    """``python -m app.cli listen ...`` with its output in a file."""
+# Sets SIGINT's disposition (argv[1]: a signal.Handlers value), then execs the rest of argv:
+# the disposition is inherited through exec, as from a shell or a CI runner.
+WITH_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.Handlers(int(sys.argv[1]))); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])"
+)
 
-    def __init__(self, server_url: str, bin_id: str, target: str, state: Path, *extra: str) -> None:
+
+class ListenProcess:
+    """``python -m app.cli listen ...`` with its output in a file.
+
+    ``sigint`` sets the SIGINT disposition the command starts with; by default it inherits the
+    test run's own.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        bin_id: str,
+        target: str,
+        state: Path,
+        *extra: str,
+        sigint: signal.Handlers | None = None,
+    ) -> None:
         self.log = state.with_name(f"{state.stem}-{time.monotonic_ns()}.log")
+        launcher = [] if sigint is None else ["-c", WITH_SIGINT, str(int(sigint))]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 [
                     sys.executable,
+                    *launcher,
                     "-m",
                     "app.cli",
                     "listen",
@@ -91,8 +113,9 @@ class ListenProcess:
         self.wait_for_output("Ready. Forwarding")
         return self
 
-    def interrupt(self) -> int:
-        self.process.send_signal(signal.SIGINT)
+    def interrupt(self, sig: int = signal.SIGINT) -> int:
+        """Ctrl-C (or ``sig``); the exit code."""
+        self.process.send_signal(sig)
         return self.process.wait(timeout=WAIT)
 
     def kill(self) -> None:
@@ -337,6 +360,36 @@ def test_a_target_that_is_down_is_reported_as_an_error(
     assert attempt["kind"] == "listen" and attempt["status"] is None
     assert "connection refused" in attempt["error"]
     listener.wait_for_output("POST  /x  -> error: connection refused")
+
+
+@pytest.mark.parametrize(
+    ("inherited", "sig"),
+    [
+        (signal.SIG_DFL, signal.SIGINT),
+        (signal.SIG_IGN, signal.SIGINT),  # a background job of a shell, some CI runners
+        (signal.SIG_IGN, signal.SIGTERM),
+    ],
+    ids=["ctrl-c", "ctrl-c-with-sigint-ignored", "kill"],
+)
+def test_ctrl_c_and_kill_stop_the_listener_cleanly(
+    shared_server: Server,
+    echo: EchoTarget,
+    tmp_path: Path,
+    processes: list[ListenProcess],
+    inherited: signal.Handlers,
+    sig: int,
+) -> None:
+    bin_id = shared_server.create_bin()["id"]
+    state = tmp_path / "state.json"
+    listener = ListenProcess(shared_server.url, bin_id, echo.url, state, sigint=inherited)
+    processes.append(listener)
+    listener.ready()
+    request_id = capture(shared_server, bin_id, "/one")
+    wait_until(lambda: saved_cursor(state) == request_id, "the saved cursor")
+
+    assert listener.interrupt(sig) == 0, listener.output()
+    assert listener.output().rstrip().endswith("stopped")
+    assert saved_cursor(state) == request_id
 
 
 def run_listen(*args: str) -> subprocess.CompletedProcess[str]:

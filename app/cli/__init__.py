@@ -179,6 +179,9 @@ def listen(
     def _stop(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Python leaves SIGINT ignored when it starts with it ignored (a background job of a shell
+    # without job control, some CI runners): Ctrl-C must stop this command all the same.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _stop)  # `kill` stops as cleanly as Ctrl-C
     listener = Listener(
         server,
