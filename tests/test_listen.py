@@ -760,6 +760,77 @@ def test_listener_reconnects_with_backoff_and_resumes_after_the_last_request(
     assert lines[-1] == ("hookbin listen: there is no bin 'b1' on http://hb", True)
 
 
+def test_a_report_the_server_fails_is_retried_until_taken_and_never_forwarded_twice(
+    tmp_path: Path, echo: EchoTarget
+) -> None:
+    """The local target saw the request: a 5xx on the report must not make it see it again."""
+    failures: list[httpx.Response | Exception] = [
+        httpx.Response(503),
+        httpx.Response(502, json={"error": "bad gateway"}),
+        httpx.ReadTimeout("timed out"),
+        httpx.Response(500),
+    ]
+    posted: list[str] = []
+    stored: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/api/bins/b1":
+            return httpx.Response(200, json={"id": "b1", "capture_url": "http://hb/h/b1"})
+        if path.endswith("/body"):
+            return httpx.Response(200, content=b"hi")
+        if path.endswith("/attempts"):
+            posted.append(path.split("/")[3])
+            if failures:
+                failure = failures.pop(0)
+                if isinstance(failure, Exception):
+                    raise failure
+                return failure
+            stored.append(path.split("/")[3])
+            return httpx.Response(201, json={})
+        return httpx.Response(404, json={"error": "not found"})
+
+    # Like the server, each connection sends the requests after its cursor; the third is refused
+    # (the bin was deleted), which ends the run.
+    frames = [frame(1, "/one"), frame(2, "/two")]
+    urls: list[str] = []
+
+    def connect(url: str) -> FakeSocket:
+        urls.append(url)
+        if len(urls) == 3:
+            raise websocket.WebSocketBadStatusException("gone", 404)
+        after = url.rsplit("after=", 1)[1]
+        return FakeSocket([f for f in frames if json.loads(f)["request"]["id"] > after])
+
+    sleeps: list[float] = []
+    errors: list[str] = []
+    listener = listen.Listener(
+        "http://hb",
+        "b1",
+        echo.url,
+        state_path=tmp_path / "state.json",
+        start="start",
+        echo=lambda text, err=False: errors.append(click.unstyle(text)) if err else None,
+        sleep=sleeps.append,
+        connect=connect,
+        api=httpx.Client(transport=httpx.MockTransport(handle)),
+    )
+    assert listener.run() == 2
+
+    assert [r.path for r in echo.received] == ["/one", "/two"]
+    assert posted == [request_id(1)] * 5 + [request_id(2)]
+    assert stored == [request_id(1), request_id(2)]
+    assert sleeps == [0.5, 1.0, 2.0, 4.0, 0.5, 0.5]  # the report backs off; then reconnects
+    assert urls[1:] == [f"ws://hb/api/bins/b1/stream?after={request_id(2)}"] * 2
+    assert errors[:4] == [
+        f"could not report the answer to {request_id(1)} (HTTP 503), retrying in 0.5 s…",
+        f"could not report the answer to {request_id(1)} (HTTP 502: bad gateway), retrying in 1 s…",
+        f"could not report the answer to {request_id(1)} (timed out), retrying in 2 s…",
+        f"could not report the answer to {request_id(1)} (HTTP 500), retrying in 4 s…",
+    ]
+    assert listen_state.load_state(tmp_path / "state.json", "b1") == request_id(2)
+
+
 @pytest.mark.parametrize(
     ("start", "saved", "newest", "after"),
     [
