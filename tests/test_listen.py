@@ -2,7 +2,7 @@
 
 The listener runs as a subprocess (``python -m app.cli listen``), the server is a real
 ``hookbin serve`` and the local target is ``tests/echo.py``. Waits poll with generous deadlines;
-nothing asserts on timing. The pieces of ``app/listen.py`` are also tested on their own.
+nothing asserts on timing. The pieces of ``app.cli`` behind it are also tested on their own.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import httpx
 import pytest
 import websocket
 
+from app.cli import listen_output, listen_state, listen_stream, listen_urls
 from app.cli import listener as listen
 from app.delivery.client import OutboundResult
 from tests.conftest import ROOT, Server, free_port, start_server
@@ -46,15 +47,37 @@ def wait_until(check: Callable[[], object], what: str, timeout: float = WAIT) ->
     raise AssertionError(f"timed out waiting for {what}")
 
 
-class ListenProcess:
-    """``python -m app.cli listen ...`` with its output in a file."""
+# Sets SIGINT's disposition (argv[1]: a signal.Handlers value), then execs the rest of argv:
+# the disposition is inherited through exec, as from a shell or a CI runner.
+WITH_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.Handlers(int(sys.argv[1]))); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])"
+)
 
-    def __init__(self, server_url: str, bin_id: str, target: str, state: Path, *extra: str) -> None:
+
+class ListenProcess:
+    """``python -m app.cli listen ...`` with its output in a file.
+
+    ``sigint`` sets the SIGINT disposition the command starts with; by default it inherits the
+    test run's own.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        bin_id: str,
+        target: str,
+        state: Path,
+        *extra: str,
+        sigint: signal.Handlers | None = None,
+    ) -> None:
         self.log = state.with_name(f"{state.stem}-{time.monotonic_ns()}.log")
+        launcher = [] if sigint is None else ["-c", WITH_SIGINT, str(int(sigint))]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 [
                     sys.executable,
+                    *launcher,
                     "-m",
                     "app.cli",
                     "listen",
@@ -90,8 +113,9 @@ class ListenProcess:
         self.wait_for_output("Ready. Forwarding")
         return self
 
-    def interrupt(self) -> int:
-        self.process.send_signal(signal.SIGINT)
+    def interrupt(self, sig: int = signal.SIGINT) -> int:
+        """Ctrl-C (or ``sig``); the exit code."""
+        self.process.send_signal(sig)
         return self.process.wait(timeout=WAIT)
 
     def kill(self) -> None:
@@ -338,6 +362,36 @@ def test_a_target_that_is_down_is_reported_as_an_error(
     listener.wait_for_output("POST  /x  -> error: connection refused")
 
 
+@pytest.mark.parametrize(
+    ("inherited", "sig"),
+    [
+        (signal.SIG_DFL, signal.SIGINT),
+        (signal.SIG_IGN, signal.SIGINT),  # a background job of a shell, some CI runners
+        (signal.SIG_IGN, signal.SIGTERM),
+    ],
+    ids=["ctrl-c", "ctrl-c-with-sigint-ignored", "kill"],
+)
+def test_ctrl_c_and_kill_stop_the_listener_cleanly(
+    shared_server: Server,
+    echo: EchoTarget,
+    tmp_path: Path,
+    processes: list[ListenProcess],
+    inherited: signal.Handlers,
+    sig: int,
+) -> None:
+    bin_id = shared_server.create_bin()["id"]
+    state = tmp_path / "state.json"
+    listener = ListenProcess(shared_server.url, bin_id, echo.url, state, sigint=inherited)
+    processes.append(listener)
+    listener.ready()
+    request_id = capture(shared_server, bin_id, "/one")
+    wait_until(lambda: saved_cursor(state) == request_id, "the saved cursor")
+
+    assert listener.interrupt(sig) == 0, listener.output()
+    assert listener.output().rstrip().endswith("stopped")
+    assert saved_cursor(state) == request_id
+
+
 def run_listen(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "app.cli", "listen", *args],
@@ -502,85 +556,90 @@ def request_id(seq: int) -> str:
 
 def test_state_file_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "dir" / "listen-b1.json"
-    assert listen.load_state(path, "b1") is None
-    listen.save_state(path, "b1", "http://h:8000", request_id(5))
-    assert listen.load_state(path, "b1") == request_id(5)
-    listen.save_state(path, "b1", "http://h:8000", request_id(6))
-    assert listen.load_state(path, "b1") == request_id(6)
+    assert listen_state.load_state(path, "b1") is None
+    listen_state.save_state(path, "b1", "http://h:8000", request_id(5))
+    assert listen_state.load_state(path, "b1") == request_id(5)
+    listen_state.save_state(path, "b1", "http://h:8000", request_id(6))
+    assert listen_state.load_state(path, "b1") == request_id(6)
     assert sorted(p.name for p in path.parent.iterdir()) == ["listen-b1.json"]  # no temp files
     data = json.loads(path.read_text())
     assert data["bin_id"] == "b1" and data["server"] == "http://h:8000"
 
-    with pytest.raises(listen.StateError, match="belongs to bin 'b1'"):
-        listen.load_state(path, "b2")
+    with pytest.raises(listen_state.StateError, match="belongs to bin 'b1'"):
+        listen_state.load_state(path, "b2")
     path.write_text("{half")
-    with pytest.raises(listen.StateError, match="not valid JSON"):
-        listen.load_state(path, "b1")
+    with pytest.raises(listen_state.StateError, match="not valid JSON"):
+        listen_state.load_state(path, "b1")
     path.write_text(json.dumps({"bin_id": "b1", "after": "garbage"}))
-    with pytest.raises(listen.StateError, match="no valid request id"):
-        listen.load_state(path, "b1")
+    with pytest.raises(listen_state.StateError, match="no valid request id"):
+        listen_state.load_state(path, "b1")
 
 
 def test_default_state_path() -> None:
-    assert listen.default_state_path("Ab-_9", {"XDG_STATE_HOME": "/xdg", "HOME": "/home/u"}) == (
+    environ = {"XDG_STATE_HOME": "/xdg", "HOME": "/home/u"}
+    assert listen_state.default_state_path("Ab-_9", environ) == (
         Path("/xdg/hookbin/listen-Ab-_9.json")
     )
-    assert listen.default_state_path("b/../x", {"HOME": "/home/u"}) == Path(
+    assert listen_state.default_state_path("b/../x", {"HOME": "/home/u"}) == Path(
         "/home/u/.local/state/hookbin/listen-b____x.json"
     )
     # A relative XDG_STATE_HOME is invalid by the spec and ignored.
-    assert listen.default_state_path("b", {"XDG_STATE_HOME": "rel", "HOME": "/h"}) == Path(
+    assert listen_state.default_state_path("b", {"XDG_STATE_HOME": "rel", "HOME": "/h"}) == Path(
         "/h/.local/state/hookbin/listen-b.json"
     )
 
 
 def test_stream_and_target_urls() -> None:
-    assert listen.stream_url("http://127.0.0.1:8000/", "b1") == (
+    assert listen_stream.stream_url("http://127.0.0.1:8000/", "b1") == (
         "ws://127.0.0.1:8000/api/bins/b1/stream"
     )
-    assert listen.stream_url("https://hooks.example.com/hb", "b1", request_id(1)) == (
+    assert listen_stream.stream_url("https://hooks.example.com/hb", "b1", request_id(1)) == (
         f"wss://hooks.example.com/hb/api/bins/b1/stream?after={request_id(1)}"
     )
-    assert listen.stream_url("http://h", "a b/c") == "ws://h/api/bins/a%20b%2Fc/stream"
+    assert listen_stream.stream_url("http://h", "a b/c") == "ws://h/api/bins/a%20b%2Fc/stream"
     for bad in ("localhost:8000", "ftp://h", "http://", "http://h/?x=1"):
         with pytest.raises(ValueError):
-            listen.server_base(bad)
+            listen_urls.server_base(bad)
 
     def item(path: str, query: str) -> dict:
         return {"path": path, "query_string": query}
 
     base = "http://localhost:3000/hooks"
-    assert listen.local_url(base, item("/stripe/webhook", "x=1")) == (
+    assert listen_urls.local_url(base, item("/stripe/webhook", "x=1")) == (
         "http://localhost:3000/hooks/stripe/webhook?x=1"
     )
-    assert listen.local_url(base, item("/", "")) == base
-    assert listen.local_url(base + "/", item("/a%2Fb", "q=%26")) == (
+    assert listen_urls.local_url(base, item("/", "")) == base
+    assert listen_urls.local_url(base + "/", item("/a%2Fb", "q=%26")) == (
         "http://localhost:3000/hooks/a%2Fb?q=%26"
     )
-    assert listen.local_url("http://localhost:3000/?k=v", item("/x", "y=2")) == (
+    assert listen_urls.local_url("http://localhost:3000/?k=v", item("/x", "y=2")) == (
         "http://localhost:3000/x?k=v&y=2"
     )
 
-    assert listen.forwards_into_capture("http://127.0.0.1:8000/h/abc", "http://127.0.0.1:8000")
-    assert not listen.forwards_into_capture("http://127.0.0.1:3000/h/abc", "http://127.0.0.1:8000")
-    assert not listen.forwards_into_capture("http://127.0.0.1:8000/hooks", "http://127.0.0.1:8000")
-    target = listen.local_target("http://[::1]:3000/x")
+    assert listen_urls.forwards_into_capture("http://127.0.0.1:8000/h/abc", "http://127.0.0.1:8000")
+    assert not listen_urls.forwards_into_capture(
+        "http://127.0.0.1:3000/h/abc", "http://127.0.0.1:8000"
+    )
+    assert not listen_urls.forwards_into_capture(
+        "http://127.0.0.1:8000/hooks", "http://127.0.0.1:8000"
+    )
+    target = listen_urls.local_target("http://[::1]:3000/x")
     assert (target.host, target.port, target.address) == ("::1", 3000, "::1")
     with pytest.raises(ValueError):
-        listen.local_target("mailto:x@y")
+        listen_urls.local_target("mailto:x@y")
 
 
 def test_output_line_format() -> None:
     when = datetime(2024, 5, 1, 12, 3, 4)
     item = {"method": "POST", "path": "/stripe/webhook", "query_string": "x=1"}
-    line = listen.format_line(when, item, OutboundResult(status=200, elapsed_ms=12.4))
+    line = listen_output.format_line(when, item, OutboundResult(status=200, elapsed_ms=12.4))
     assert click.unstyle(line) == "12:03:04  POST  /stripe/webhook?x=1  -> 200  12 ms"
     assert click.style("200", fg="green") in line
 
     for status, colour in ((302, "yellow"), (404, "yellow"), (500, "red"), (None, "red")):
-        assert listen.status_colour(status) == colour
+        assert listen_output.status_colour(status) == colour
     failed = OutboundResult(status=None, elapsed_ms=1.6, error="connection refused by h:1")
-    line = listen.format_line(when, {**item, "query_string": ""}, failed)
+    line = listen_output.format_line(when, {**item, "query_string": ""}, failed)
     assert click.unstyle(line) == (
         "12:03:04  POST  /stripe/webhook  -> error: connection refused by h:1  2 ms"
     )
@@ -588,7 +647,7 @@ def test_output_line_format() -> None:
 
     # What strangers sent cannot drive the terminal.
     sneaky = {"method": "GET", "path": "/a\x1b[2Jb", "query_string": ""}
-    line = listen.format_line(when, sneaky, OutboundResult(status=204))
+    line = listen_output.format_line(when, sneaky, OutboundResult(status=204))
     assert "\x1b[2J" not in line and "/a\\x1b[2Jb" in line
 
 
@@ -689,7 +748,7 @@ def test_listener_reconnects_with_backoff_and_resumes_after_the_last_request(
         (request_id(1), 201, "listen"),
         (request_id(2), 201, "listen"),
     ]
-    assert listen.load_state(tmp_path / "state.json", "b1") == request_id(2)
+    assert listen_state.load_state(tmp_path / "state.json", "b1") == request_id(2)
     out = [text for text, err in lines if not err]
     assert out[0] == f"Ready. Forwarding http://hb/h/b1 -> {echo.url} (Ctrl-C to stop)"
     assert out[1].startswith("09:00:00  POST  /one  -> 201  ")
@@ -699,6 +758,77 @@ def test_listener_reconnects_with_backoff_and_resumes_after_the_last_request(
     )
     assert f"reconnected, resuming after {request_id(1)}" in out
     assert lines[-1] == ("hookbin listen: there is no bin 'b1' on http://hb", True)
+
+
+def test_a_report_the_server_fails_is_retried_until_taken_and_never_forwarded_twice(
+    tmp_path: Path, echo: EchoTarget
+) -> None:
+    """The local target saw the request: a 5xx on the report must not make it see it again."""
+    failures: list[httpx.Response | Exception] = [
+        httpx.Response(503),
+        httpx.Response(502, json={"error": "bad gateway"}),
+        httpx.ReadTimeout("timed out"),
+        httpx.Response(500),
+    ]
+    posted: list[str] = []
+    stored: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/api/bins/b1":
+            return httpx.Response(200, json={"id": "b1", "capture_url": "http://hb/h/b1"})
+        if path.endswith("/body"):
+            return httpx.Response(200, content=b"hi")
+        if path.endswith("/attempts"):
+            posted.append(path.split("/")[3])
+            if failures:
+                failure = failures.pop(0)
+                if isinstance(failure, Exception):
+                    raise failure
+                return failure
+            stored.append(path.split("/")[3])
+            return httpx.Response(201, json={})
+        return httpx.Response(404, json={"error": "not found"})
+
+    # Like the server, each connection sends the requests after its cursor; the third is refused
+    # (the bin was deleted), which ends the run.
+    frames = [frame(1, "/one"), frame(2, "/two")]
+    urls: list[str] = []
+
+    def connect(url: str) -> FakeSocket:
+        urls.append(url)
+        if len(urls) == 3:
+            raise websocket.WebSocketBadStatusException("gone", 404)
+        after = url.rsplit("after=", 1)[1]
+        return FakeSocket([f for f in frames if json.loads(f)["request"]["id"] > after])
+
+    sleeps: list[float] = []
+    errors: list[str] = []
+    listener = listen.Listener(
+        "http://hb",
+        "b1",
+        echo.url,
+        state_path=tmp_path / "state.json",
+        start="start",
+        echo=lambda text, err=False: errors.append(click.unstyle(text)) if err else None,
+        sleep=sleeps.append,
+        connect=connect,
+        api=httpx.Client(transport=httpx.MockTransport(handle)),
+    )
+    assert listener.run() == 2
+
+    assert [r.path for r in echo.received] == ["/one", "/two"]
+    assert posted == [request_id(1)] * 5 + [request_id(2)]
+    assert stored == [request_id(1), request_id(2)]
+    assert sleeps == [0.5, 1.0, 2.0, 4.0, 0.5, 0.5]  # the report backs off; then reconnects
+    assert urls[1:] == [f"ws://hb/api/bins/b1/stream?after={request_id(2)}"] * 2
+    assert errors[:4] == [
+        f"could not report the answer to {request_id(1)} (HTTP 503), retrying in 0.5 s…",
+        f"could not report the answer to {request_id(1)} (HTTP 502: bad gateway), retrying in 1 s…",
+        f"could not report the answer to {request_id(1)} (timed out), retrying in 2 s…",
+        f"could not report the answer to {request_id(1)} (HTTP 500), retrying in 4 s…",
+    ]
+    assert listen_state.load_state(tmp_path / "state.json", "b1") == request_id(2)
 
 
 @pytest.mark.parametrize(
@@ -716,7 +846,7 @@ def test_where_the_listener_starts(
 ) -> None:
     state = tmp_path / "state.json"
     if saved:
-        listen.save_state(state, "b1", "http://hb", saved)
+        listen_state.save_state(state, "b1", "http://hb", saved)
     urls: list[str] = []
 
     def connect(url: str) -> FakeSocket:
@@ -735,7 +865,7 @@ def test_where_the_listener_starts(
     )
     assert listener.run() == 0
     assert urls == [f"ws://hb/api/bins/b1/stream?after={after}"]
-    assert listen.load_state(state, "b1") == after
+    assert listen_state.load_state(state, "b1") == after
 
 
 @pytest.mark.parametrize(

@@ -157,19 +157,20 @@ def listen(
     """
     import signal
 
-    from app.cli import listener as listening
+    from app.cli.listen_urls import forwards_into_capture, local_target, server_base
+    from app.cli.listener import Listener
 
     if from_now and from_start:
         raise click.UsageError("--from-now and --from-start cannot be used together")
     try:
-        listening.server_base(server)
+        server_base(server)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--server") from None
     try:
-        listening.local_target(forward_to)
+        local_target(forward_to)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--forward-to") from None
-    if listening.forwards_into_capture(forward_to, server):
+    if forwards_into_capture(forward_to, server):
         raise click.BadParameter(
             "that is a capture URL of the server itself: every forward would be captured and "
             "forwarded again, forever",
@@ -179,8 +180,11 @@ def listen(
     def _stop(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
+    # Python leaves SIGINT ignored when it starts with it ignored (a background job of a shell
+    # without job control, some CI runners): Ctrl-C must stop this command all the same.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _stop)  # `kill` stops as cleanly as Ctrl-C
-    listener = listening.Listener(
+    listener = Listener(
         server,
         bin_id,
         forward_to,

@@ -13,37 +13,32 @@ Runs on a developer's machine, against a Hookbin server running elsewhere:
 A request counts as handled once it has been forwarded *and* reported. The id of the last handled
 request is the resume cursor: after any disconnect the stream is reopened with ``after=<that id>``
 (the server then sends everything after it, with no gap and no duplicate), and the cursor is also
-kept in a small state file so that the next ``hookbin listen`` carries on where this one stopped.
-A request that was forwarded but whose answer could not be reported yet is not given up: the
-report is retried until the server takes it, so the local target does not see it twice. (Only
-a listener stopped between forwarding a request and saving its position sends it again.)
+kept in a state file (``app.cli.listen_state``) so that the next ``hookbin listen`` carries on
+where this one stopped. A request that was forwarded but whose answer could not be reported yet is
+not given up: the report is retried until the server takes it, so the local target does not see
+it twice. (Only a listener stopped between forwarding a request and saving its position sends it
+again.)
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
-import queue
-import re
-import struct
-import tempfile
-import threading
 import time
-import unicodedata
-import urllib.parse
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import click
 import httpx
 import websocket
 
-from app.delivery.client import OutboundResult, final_url, send
-from app.delivery.policy import DEFAULT_PORTS, VettedTarget, is_capture_path
+from app.cli.listen_output import format_line, skipped_line
+from app.cli.listen_state import StateError, default_state_path, load_state, save_state
+from app.cli.listen_stream import Lost, Stream, WebSocketLike, connect_websocket, stream_url
+from app.cli.listen_urls import local_target, quoted, server_base
+from app.delivery.client import OutboundResult, send
 from app.delivery.replay import suffix_of
 from app.storage.ids import seq_from_id
 
@@ -57,13 +52,6 @@ BACKOFF_MAX = 10.0
 #: Bytes of the local answer kept and reported. The API takes JSON bodies up to 1 MiB, and the
 #: body travels base64-encoded (4/3 larger) next to the headers.
 REPORT_MAX_BODY = 512 * 1024
-
-#: Seconds allowed for the websocket handshake.
-CONNECT_TIMEOUT = 15.0
-
-#: The server pings every 20 s; this long without a byte from it means the connection is dead
-#: (typically after the laptop slept) even if the socket has not noticed yet.
-IDLE_TIMEOUT = 60.0
 
 #: Seconds allowed for each step of a call to the Hookbin API (body download, report).
 API_TIMEOUT = 30.0
@@ -91,247 +79,6 @@ class Unreachable(ListenError):
 
 class _ServerTrouble(Exception):
     """Talking to the server failed while handling a request: reconnect and take it again."""
-
-
-class StateError(Exception):
-    """The state file exists but cannot be used."""
-
-
-# --- small pieces -------------------------------------------------------------------------------
-
-
-def server_base(url: str) -> str:
-    """The server URL without a trailing slash; ValueError when it is not an http(s) URL."""
-    parsed = urllib.parse.urlsplit(url.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError(f"{url!r} is not an http:// or https:// URL")
-    if parsed.query or parsed.fragment:
-        raise ValueError(f"{url!r} must not have a query or fragment")
-    return urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, parsed.path.rstrip("/"), "", ""))
-
-
-def _quoted(bin_id: str) -> str:
-    return urllib.parse.quote(bin_id, safe="")
-
-
-def stream_url(server: str, bin_id: str, after: str | None = None) -> str:
-    """The websocket URL of a bin's JSON stream (``ws://`` for http, ``wss://`` for https)."""
-    base = server_base(server)
-    scheme = "wss" if base.startswith("https:") else "ws"
-    url = f"{scheme}:{base.split(':', 1)[1]}/api/bins/{_quoted(bin_id)}/stream"
-    return url + (f"?after={urllib.parse.quote(after, safe='')}" if after else "")
-
-
-def local_target(url: str) -> VettedTarget:
-    """The ``--forward-to`` URL as the outbound client takes it; ValueError when unusable.
-
-    No target policy applies here: the target is the developer's own machine. The "address" is
-    the host name itself, so the name is resolved the ordinary way (``localhost`` reaches
-    whichever of ``::1`` and ``127.0.0.1`` the local server listens on).
-    """
-    try:
-        parsed = httpx.URL(url.strip())
-    except (httpx.InvalidURL, TypeError, ValueError) as exc:
-        raise ValueError(f"{url!r} is not a valid URL: {exc}") from None
-    if parsed.scheme not in DEFAULT_PORTS:
-        raise ValueError(f"{url!r} is not an http:// or https:// URL")
-    host = parsed.raw_host.decode("ascii")
-    if not host:
-        raise ValueError(f"{url!r} has no host")
-    port = parsed.port if parsed.port is not None else DEFAULT_PORTS[parsed.scheme]
-    return VettedTarget(url=parsed, host=host, port=port, address=host, scheme=parsed.scheme)
-
-
-def forwards_into_capture(forward_to: str, server: str) -> bool:
-    """True when ``forward_to`` is a capture URL of ``server`` itself (an endless loop)."""
-    target = urllib.parse.urlsplit(forward_to.strip())
-    base = urllib.parse.urlsplit(server_base(server))
-    same_origin = (target.scheme, target.netloc.lower()) == (base.scheme, base.netloc.lower())
-    return same_origin and is_capture_path(target.path, base.path + "/h/")
-
-
-def local_url(forward_to: str, item: Mapping[str, Any]) -> str:
-    """Where request ``item`` goes: the target URL plus its sub-path and raw query.
-
-    Built exactly as a server-side replay builds it (the same ``suffix_of`` and ``final_url``).
-    """
-    return str(final_url(httpx.URL(forward_to), suffix_of(dict(item))))
-
-
-def default_state_path(bin_id: str, environ: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_STATE_HOME/hookbin/listen-<bin>.json``, or under ``~/.local/state`` without it."""
-    env = os.environ if environ is None else environ
-    xdg = env.get("XDG_STATE_HOME", "")
-    root = (
-        Path(xdg)
-        if os.path.isabs(xdg)
-        else Path(env.get("HOME") or Path.home()) / ".local" / "state"
-    )
-    safe = re.sub(r"[^A-Za-z0-9_-]", "_", bin_id) or "_"
-    return root / "hookbin" / f"listen-{safe}.json"
-
-
-def load_state(path: Path, bin_id: str) -> str | None:
-    """The saved cursor for ``bin_id``; None when there is no state file.
-
-    Raises StateError when the file exists but is unreadable, malformed, or about another bin
-    (sequence numbers are shared by all bins, so another bin's cursor would skip or repeat).
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise StateError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise StateError(f"{path} is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise StateError(f"{path} is not a listen state file")
-    if data.get("bin_id") != bin_id:
-        raise StateError(f"{path} belongs to bin {data.get('bin_id')!r}, not {bin_id!r}")
-    after = data.get("after")
-    if not isinstance(after, str) or seq_from_id(after) is None:
-        raise StateError(f"{path} holds no valid request id")
-    return after.lower()
-
-
-def save_state(path: Path, bin_id: str, server: str, after: str) -> None:
-    """Write the cursor atomically: a temporary file in the same directory, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {
-        "bin_id": bin_id,
-        "server": server,
-        "after": after,
-        "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def printable(text: str) -> str:
-    """``text`` with control and other invisible characters escaped (it comes from strangers,
-    and a raw ESC in a terminal is a command)."""
-    out = []
-    for char in text:
-        if unicodedata.category(char)[0] in "CZ" and char != " ":
-            out.append(f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-def status_colour(status: int | None) -> str:
-    """green for 2xx, yellow for 1xx, 3xx and 4xx, red for 5xx and for no answer at all."""
-    if status is None or status >= 500:
-        return "red"
-    if 200 <= status < 300:
-        return "green"
-    return "yellow"
-
-
-def format_line(when: datetime, item: Mapping[str, Any], result: OutboundResult) -> str:
-    """``12:03:04  POST  /stripe/webhook?x=1  -> 200  12 ms``, the outcome coloured."""
-    head = f"{when:%H:%M:%S}  {printable(item['method'])}  {printable(suffix_of(dict(item)))}"
-    elapsed = f"{result.elapsed_ms:.0f} ms"
-    if result.status is None:
-        outcome = click.style(f"error: {printable(result.error or 'no answer')}", fg="red")
-        return f"{head}  -> {outcome}  {elapsed}"
-    line = f"{head}  -> {click.style(str(result.status), fg=status_colour(result.status))}"
-    line += f"  {elapsed}"
-    if result.error:  # an answer that was cut short
-        line += "  " + click.style(f"({printable(result.error)})", fg="yellow")
-    return line
-
-
-# --- the websocket ------------------------------------------------------------------------------
-
-
-class WebSocketLike(Protocol):
-    """The part of ``websocket.WebSocket`` the listener uses."""
-
-    def recv_data(self, control_frame: bool = False) -> tuple[int, Any]: ...
-
-    def abort(self) -> None: ...
-
-    def shutdown(self) -> None: ...
-
-
-def connect_websocket(url: str) -> WebSocketLike:
-    """Open the stream; pings are answered by ``recv_data`` in the reader thread."""
-    ws = websocket.create_connection(url, timeout=CONNECT_TIMEOUT)
-    ws.settimeout(IDLE_TIMEOUT)
-    return ws
-
-
-class _Lost:
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-class _Stream:
-    """An open stream, read by its own thread so that pings are answered even while the main
-    thread waits for a slow local target."""
-
-    def __init__(self, ws: WebSocketLike) -> None:
-        self._ws = ws
-        self._frames: queue.Queue[str | _Lost] = queue.Queue()
-        self._closing = False
-        self._thread = threading.Thread(target=self._read, name="hookbin-listen", daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        try:
-            while True:
-                opcode, data = self._ws.recv_data()
-                if opcode == websocket.ABNF.OPCODE_CLOSE:
-                    self._frames.put(_Lost(_close_reason(data)))
-                    return
-                if opcode == websocket.ABNF.OPCODE_TEXT:
-                    self._frames.put(data.decode("utf-8") if isinstance(data, bytes) else data)
-        except websocket.WebSocketTimeoutException:
-            self._frames.put(_Lost(f"nothing from the server for {IDLE_TIMEOUT:g} s"))
-        except Exception as exc:  # any failure ends this connection, not the run
-            reason = "closed" if self._closing else str(exc) or type(exc).__name__
-            self._frames.put(_Lost(reason))
-
-    def next(self, timeout: float) -> str | _Lost | None:
-        """The next text frame, a _Lost once the connection is gone, or None on timeout."""
-        try:
-            return self._frames.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-    def close(self) -> None:
-        # No close handshake: it would need the socket the reader thread is reading from. The
-        # server takes a dropped connection as the end of the stream, and there is nothing to
-        # flush (the listener never sends anything).
-        self._closing = True
-        with contextlib.suppress(Exception):  # best effort: the socket may already be gone
-            self._ws.abort()  # wakes the reader
-        self._thread.join(timeout=5)
-        self._ws.shutdown()
-
-
-def _close_reason(data: bytes) -> str:
-    if len(data) >= 2:
-        code = struct.unpack("!H", data[:2])[0]
-        message = printable(data[2:].decode("utf-8", "replace"))
-        return f"the server closed the stream ({code}{' ' + message if message else ''})"
-    return "the server closed the stream"
-
-
-# --- the listener -------------------------------------------------------------------------------
 
 
 def _api_error(response: httpx.Response) -> str:
@@ -388,7 +135,7 @@ class Listener:
 
     def run(self) -> int:
         """Follow the bin until Ctrl-C (0), a refusal (2) or an unreachable server at start (1)."""
-        stream: _Stream | None = None
+        stream: Stream | None = None
         try:
             try:
                 capture_url = self._check_bin()
@@ -418,7 +165,7 @@ class Listener:
 
     def _check_bin(self) -> str:
         """The bin's capture URL; Refused or Unreachable when the server says no or is away."""
-        url = f"{self.server}/api/bins/{_quoted(self.bin_id)}"
+        url = f"{self.server}/api/bins/{quoted(self.bin_id)}"
         try:
             response = self.api.get(url)
         except httpx.HTTPError as exc:
@@ -452,7 +199,7 @@ class Listener:
 
     def _newest_id(self) -> str:
         """The newest request of the bin (so that only later ones are forwarded), or ZERO_ID."""
-        url = f"{self.server}/api/bins/{_quoted(self.bin_id)}/requests"
+        url = f"{self.server}/api/bins/{quoted(self.bin_id)}/requests"
         try:
             response = self.api.get(url, params={"limit": 1})
         except httpx.HTTPError as exc:
@@ -466,7 +213,7 @@ class Listener:
         items = response.json().get("items") or []
         return str(items[0]["id"]) if items else ZERO_ID
 
-    def _open(self) -> _Stream:
+    def _open(self) -> Stream:
         url = stream_url(self.server, self.bin_id, self.last_id)
         try:
             ws = self.connect(url)
@@ -484,9 +231,9 @@ class Listener:
             raise Unreachable(
                 f"cannot reach the Hookbin server at {self.server}: {exc or type(exc).__name__}"
             ) from None
-        return _Stream(ws)
+        return Stream(ws)
 
-    def _reconnect(self, reason: str) -> _Stream:
+    def _reconnect(self, reason: str) -> Stream:
         delay = BACKOFF_START
         while True:
             self.echo(f"connection lost ({reason}), reconnecting in {delay:g} s…")
@@ -497,13 +244,13 @@ class Listener:
                 reason = str(exc)
                 delay = min(delay * 2, BACKOFF_MAX)
 
-    def _follow(self, stream: _Stream) -> str:
+    def _follow(self, stream: Stream) -> str:
         """Handle frames until the connection is lost; return why."""
         while True:
             frame = stream.next(timeout=0.5)
             if frame is None:
                 continue
-            if isinstance(frame, _Lost):
+            if isinstance(frame, Lost):
                 return frame.reason
             try:
                 data = json.loads(frame)
@@ -530,11 +277,7 @@ class Listener:
             return  # handled before this reconnect
         body = self._fetch_body(request_id)
         if body is None:
-            head = f"{self.clock():%H:%M:%S}  {printable(item['method'])}"
-            self.echo(
-                f"{head}  {printable(suffix_of(item))}  -> "
-                + click.style("skipped: deleted on the server", fg="yellow")
-            )
+            self.echo(skipped_line(self.clock(), item))
         else:
             result = send(
                 item["method"],
