@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 
-from app import create_app
+from app import create_app, wiring
 from app.config import Settings
-from app.storage import store
 from app.storage.migrate import upgrade
 
 
@@ -46,7 +45,7 @@ def test_the_log_is_fdatasynced_after_the_commit_and_before_the_answer(
         real_fdatasync(fd)
         events.append(("fdatasync", (path, content)))
 
-    real_insert = store.insert_captures
+    real_insert = wiring.insert_captures
 
     def insert_captures(*args: Any, **kwargs: Any) -> Any:
         results = real_insert(*args, **kwargs)
@@ -73,7 +72,7 @@ def test_the_log_is_fdatasynced_after_the_commit_and_before_the_answer(
         client = app.test_client()
         bin_id = client.post("/api/bins").get_json()["id"]
         monkeypatch.setattr(os, "fdatasync", fdatasync)
-        monkeypatch.setattr(store, "insert_captures", insert_captures)
+        monkeypatch.setattr(wiring, "insert_captures", insert_captures)
         monkeypatch.setattr(services.hub, "deliver_now", deliver_now)
         events.clear()
 

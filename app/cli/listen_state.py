@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.storage.store import seq_from_id
+from app.storage.ids import seq_from_id
 
 
 class StateError(Exception):
