@@ -89,6 +89,18 @@ def test_readme_maps_every_package() -> None:
     assert packages
     missing = [p for p in packages if f"`{p}/`" not in section]
     assert not missing, f"packages missing from the README's map: {missing}"
+    # Each package's row names every module in it, so the map cannot fall behind the code.
+    rows = {
+        line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| `")
+    }
+    unnamed = [
+        f"{package}/{module.stem}"
+        for package in packages
+        for module in sorted((ROOT / package).glob("*.py"))
+        if not module.stem.startswith("__")
+        and f"`{module.stem}`" not in rows.get(f"`{package}/`", "")
+    ]
+    assert not unnamed, f"modules missing from their package's row in the README's map: {unnamed}"
 
 
 def _anchor(heading: str) -> str:
