@@ -62,7 +62,7 @@ def known_ids() -> dict[str, str]:
 
 @schema.parametrize()
 @settings(
-    max_examples=60,
+    max_examples=25,
     deadline=None,
     derandomize=True,
     suppress_health_check=list(HealthCheck),
