@@ -6,6 +6,7 @@ import base64
 import json
 
 import httpx
+import pytest
 
 from tests.conftest import Server
 
@@ -142,3 +143,109 @@ def test_text_that_cannot_be_stored_or_shown_is_refused(shared_server: Server) -
     assert httpx.get(bin_["view_url"]).status_code == 200
     kept = httpx.patch(url, json={"forward_url": " http://localhost:3000/x \n"})
     assert kept.status_code == 200 and kept.json()["forward_url"] == "http://localhost:3000/x"
+
+
+def test_paging_limit_outside_the_documented_range_is_refused(shared_server: Server) -> None:
+    bin_ = shared_server.create_bin()
+    url = f"{shared_server.url}/api/bins/{bin_['id']}/requests"
+    for limit in ("0", "501", "-3"):
+        answer = httpx.get(url, params={"limit": limit})
+        assert answer.status_code == 400, limit
+        assert answer.json() == {"error": "limit must be a number from 1 to 500"}
+    for odd in ("1_0", " 5", "+", "٣"):  # int() alone would take the first two and the last
+        assert httpx.get(url, params={"limit": odd}).json() == {"error": "limit must be a number"}
+    assert httpx.get(url, params={"limit": "500"}).status_code == 200
+    bad_cursor = httpx.get(url, params={"before": "+" + "0" * 31})
+    assert bad_cursor.json() == {"error": "before must be a request id"}
+
+
+def test_every_api_error_is_json(shared_server: Server) -> None:
+    api = f"{shared_server.url}/api"
+    not_allowed = httpx.put(f"{api}/bins")
+    assert not_allowed.status_code == 405
+    assert not_allowed.json() == {"error": "method not allowed"}
+    assert "POST" in not_allowed.headers["allow"]
+    assert httpx.get(f"{api}/no-such-thing").json() == {"error": "not found"}
+
+    bin_ = shared_server.create_bin()
+    stream = f"{api}/bins/{bin_['id']}/stream"
+    # Not a websocket handshake, or an incomplete one: a JSON 400 naming what is missing, never
+    # the websocket library's 500.
+    for headers, missing in [
+        ({}, "Connection"),
+        ({"Connection": "Upgrade", "Upgrade": "websocket"}, "Sec-WebSocket-Version"),
+        (
+            {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13"},
+            "Sec-WebSocket-Key",
+        ),
+    ]:
+        answer = httpx.get(stream, headers=headers)
+        assert answer.status_code == 400, (headers, answer.text)
+        assert missing in answer.json()["error"]
+        assert answer.headers["sec-websocket-version"] == "13"
+    old = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "8"}
+    answer = httpx.get(stream, headers={**old, "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    assert answer.status_code == 400 and "version" in answer.json()["error"]
+    assert httpx.post(stream).json() == {"error": "method not allowed"}
+
+
+def test_the_page_and_the_api_refuse_the_same_settings(shared_server: Server) -> None:
+    bin_ = shared_server.create_bin()
+    api = f"{shared_server.url}/api/bins/{bin_['id']}"
+    page = f"{shared_server.url}/bins/{bin_['id']}/settings"
+    bad = "http://localhost:3000/a\x01b"
+    by_api = httpx.patch(api, json={"forward_url": bad})
+    assert by_api.status_code == 400
+    message = by_api.json()["error"]
+    assert "control characters" in message
+    # The settings form goes through the same check.
+    by_page = httpx.post(page, data={"forward_url": bad, "auto_forward": "on"})
+    assert by_page.status_code == 422
+    assert message in by_page.text
+    # htmx gets the form back (200, so that it is swapped in), showing the same message.
+    by_htmx = httpx.post(page, data={"forward_url": bad}, headers={"HX-Request": "true"})
+    assert by_htmx.status_code == 200 and 'id="settings-error"' in by_htmx.text
+    assert message in by_htmx.text
+    unchanged = httpx.get(api).json()
+    assert (unchanged["forward_url"], unchanged["auto_forward"]) == (None, False)
+    # A page replay makes its target the bin's forward URL: the same check.
+    rid = httpx.post(bin_["capture_url"]).json()["request_id"]
+    replay = httpx.post(
+        f"{shared_server.url}/bins/{bin_['id']}/requests/{rid}/replay", data={"url": bad}
+    )
+    assert replay.status_code == 422 and message.replace("forward_url", "url") in replay.text
+    assert httpx.get(api).json()["forward_url"] is None
+
+    bad_signing = {"signing_provider": "nope", "signing_secrets": ""}
+    by_page = httpx.post(page, data={"forward_url": "", **bad_signing})
+    by_api = httpx.patch(api, json={"signing": {"provider": "nope"}})
+    assert (by_page.status_code, by_api.status_code) == (422, 400)
+    assert by_api.json()["error"] in by_page.text
+
+
+def test_setting_checks_are_shared_by_the_form_and_json() -> None:
+    from app.bins.settings import Invalid, changes_from_form, changes_from_json
+
+    bin_ = {"signing": None, "responses": None}
+    assert changes_from_json({"forward_url": "  http://a/x \n", "other": 1}) == {
+        "forward_url": "http://a/x"
+    }
+    assert changes_from_form({"forward_url": "  http://a/x \n", "auto_forward": "on"}, bin_) == {
+        "forward_url": "http://a/x",
+        "auto_forward": True,
+    }
+    for value, field in [("http://a/\x7f", "forward_url"), ("http://a/\ud800", "forward_url")]:
+        with pytest.raises(Invalid) as by_json:
+            changes_from_json({field: value})
+        with pytest.raises(Invalid) as by_form:
+            changes_from_form({field: value}, bin_)
+        assert by_json.value.field == by_form.value.field == field
+        assert str(by_json.value) == str(by_form.value)
+    with pytest.raises(Invalid, match="auto_forward must be true or false"):
+        changes_from_json({"auto_forward": "on"})
+    with pytest.raises(Invalid) as signing:
+        changes_from_form({"signing_provider": "nope", "signing_secrets": ""}, bin_)
+    assert signing.value.field == "signing" and "signing.provider" in str(signing.value)
+    # Unchanged signing is not a change (it would re-check every stored request).
+    same = {"signing_provider": "auto", "signing_secrets": "\n"}
+    assert "signing" not in changes_from_form(same, bin_)

@@ -122,3 +122,17 @@ def test_line_reader_agrees_with_a_yaml_parser() -> None:
         for part in ref.removeprefix("#/").split("/"):
             assert isinstance(target, dict) and part in target, f"dangling $ref {ref}"
             target = target[part]
+
+
+def test_a_server_error_under_api_is_json(app: Flask) -> None:
+    def boom() -> str:
+        raise RuntimeError("boom")
+
+    app.add_url_rule("/api/boom", "boom", boom)
+    app.add_url_rule("/boom", "page_boom", boom)
+    client = app.test_client()
+    answer = client.get("/api/boom")
+    assert answer.status_code == 500
+    assert answer.get_json() == {"error": "internal server error"}
+    page = client.get("/boom")  # outside /api, Flask's own error page as before
+    assert page.status_code == 500 and page.mimetype == "text/html"

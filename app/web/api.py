@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import base64
-import re
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file
+from werkzeug.exceptions import HTTPException
 
-from app.bins import names
+from app.bins import names, paging
+from app.bins import settings as bin_settings
 from app.config import PROJECT_ROOT
 from app.core.clock import utcnow
+from app.core.invalid import Invalid
 from app.delivery.edit import EditError, outgoing_from_api
 from app.delivery.queue import DELIVERED, retry_now, state_of
 from app.delivery.replay import TargetRefused, replay
-from app.rules.validate import validate_responses
-from app.signing import verdicts
-from app.storage.ids import seq_from_id
+from app.delivery.reports import parse_listen_report
 from app.web.lookup import bin_or_404, request_or_404, services, storage, verdicts_of
 from app.web.serialize import public_attempt, public_bin, public_forward, public_request
 
@@ -27,22 +26,33 @@ def _error(status: int, message: str) -> tuple[Response, int]:
     return jsonify({"error": message}), status
 
 
-@bp.errorhandler(404)
-def _not_found(_exc: Exception) -> tuple[Response, int]:
-    return _error(404, "not found")
+_HTTP_ERRORS = {
+    404: "not found",
+    405: "method not allowed",
+    413: "request body too large",
+    500: "internal server error",
+}
 
 
-@bp.errorhandler(405)
-def _not_allowed(_exc: Exception) -> tuple[Response, int]:
-    return _error(405, "method not allowed")
+@bp.app_errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Response | HTTPException:
+    """Every error under /api is JSON, including those of requests that matched no route."""
+    if not request.path.startswith("/api/"):
+        return exc
+    if exc.response is not None:  # already answered in JSON by whoever aborted
+        return exc.response
+    status = exc.code or 500
+    message = _HTTP_ERRORS.get(status) or (exc.description or exc.name).rstrip(".")
+    response = jsonify({"error": message})
+    response.status_code = status
+    for name, value in exc.get_headers():  # 405's Allow header, for one
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
 
 
-@bp.errorhandler(413)
-def _too_large(_exc: Exception) -> tuple[Response, int]:
-    return _error(413, "request body too large")
-
-
-_BAD_URL_CHARS = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+def _invalid(exc: Invalid) -> tuple[Response, int]:
+    return _error(exc.status, str(exc))
 
 
 def _request_json(*, force: bool = False) -> Any:
@@ -70,9 +80,10 @@ def create_bin() -> tuple[Response, int]:
         data = _request_json(force=True)
         if not isinstance(data, dict):
             return _error(400, "expected a JSON object body (or no body)")
-        name = data.get("name")
-        if name is not None and not isinstance(name, str):
-            return _error(400, "name must be a string (or null for a random id)")
+        try:
+            name = bin_settings.check_name(data.get("name"))
+        except Invalid as exc:
+            return _invalid(exc)
     try:
         created = names.create_bin(storage(), name, current_app.url_map)
     except names.NameRefused as exc:
@@ -90,34 +101,11 @@ def get_bin(bin_id: str) -> Response:
 def patch_bin(bin_id: str) -> Response | tuple[Response, int]:
     """Change a bin's forward target, auto-forward switch, signing secrets and responses."""
     bin_or_404(bin_id)
-    data = _json_body()
-    changes: dict[str, Any] = {}
-    if "forward_url" in data:
-        url = data["forward_url"]
-        if url is not None and not isinstance(url, str):
-            return _error(400, "forward_url must be a string or null")
-        url = (url or "").strip() or None
-        if url is not None and _BAD_URL_CHARS.search(url):
-            # Never a valid URL, and the database (or the bin's page) could not store or show it.
-            return _error(
-                400, "forward_url may not contain control characters or unpaired surrogates"
-            )
-        changes["forward_url"] = url
-    if "auto_forward" in data:
-        if not isinstance(data["auto_forward"], bool):
-            return _error(400, "auto_forward must be true or false")
-        changes["auto_forward"] = data["auto_forward"]
-    if "signing" in data:
-        try:
-            changes["signing"] = verdicts.validate_signing(data["signing"])
-        except ValueError as exc:
-            return _error(400, str(exc))
-    if "responses" in data:
+    try:
         # Saving responses (even unchanged) starts the bin's rule counters over.
-        try:
-            changes["responses"] = validate_responses(data["responses"])
-        except ValueError as exc:
-            return _error(400, str(exc))
+        changes = bin_settings.changes_from_json(_json_body())
+    except Invalid as exc:
+        return _invalid(exc)
     updated = storage().update_bin(bin_id, **changes)
     return jsonify(public_bin(updated or {}))
 
@@ -142,16 +130,10 @@ def list_requests(bin_id: str) -> Response | tuple[Response, int]:
     """A page of a bin's requests, newest first."""
     bin_ = bin_or_404(bin_id)
     try:
-        limit = int(request.args.get("limit", services().settings.page_size))
-    except ValueError:
-        return _error(400, "limit must be a number")
-    limit = max(1, min(limit, 500))
-    before = request.args.get("before")
-    before_seq = None
-    if before:
-        before_seq = seq_from_id(before)
-        if before_seq is None:
-            return _error(400, "before must be a request id")
+        limit = paging.page_limit(request.args.get("limit"), services().settings.page_size)
+        before_seq = paging.cursor(request.args.get("before"))
+    except Invalid as exc:
+        return _invalid(exc)
     items = storage().list_requests(bin_id, limit=limit, before_seq=before_seq)
     verdicts_of(bin_, items)
     next_cursor = items[-1]["id"] if len(items) == limit else None
@@ -208,11 +190,14 @@ def replay_request(request_id: str) -> tuple[Response, int]:
     data = _request_json() or {}
     if not isinstance(data, dict):
         return _error(400, "expected a JSON object body")
-    url = data.get("url")
     current = services()
-    if not url:
+    try:
+        url = bin_settings.check_target_url(data.get("url") or None)
+    except Invalid as exc:
+        return _invalid(exc)
+    if url is None:
         url = (current.storage.get_bin(item["bin_id"]) or {}).get("forward_url")
-    if not isinstance(url, str) or not url:
+    if not url:
         return _error(400, "give a target url (or set the bin's forward_url)")
     try:
         # Edit fields (method, path, query, headers, body, body_base64, resign) are optional.
@@ -267,87 +252,28 @@ def openapi() -> Response:
     return Response(text, mimetype="application/yaml")
 
 
-def _listen_attempt_fields(data: dict[str, Any]) -> dict[str, Any] | str:
-    """The checked fields of a reported ``listen`` attempt, or what is wrong with them."""
-    url, method = data.get("url"), data.get("method")
-    if not isinstance(url, str) or not url:
-        return "url must be a non-empty string"
-    if not isinstance(method, str) or not method or len(method) > 64:
-        return "method must be a string of 1 to 64 characters"
-    status = data.get("status")
-    if status is not None and (
-        not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 999
-    ):
-        return "status must be an HTTP status code (100-999) or null"
-    headers = data.get("headers", [])
-    if not isinstance(headers, list) or not all(
-        isinstance(h, list) and len(h) == 2 and all(isinstance(part, str) for part in h)
-        for h in headers
-    ):
-        return "headers must be a list of [name, value] string pairs"
-    body_base64 = data.get("body_base64", "")
-    if not isinstance(body_base64, str):
-        return "body_base64 must be a string"
-    try:
-        body = base64.b64decode(body_base64, validate=True)
-    except ValueError:  # binascii.Error
-        return "body_base64 is not valid base64"
-    elapsed = data.get("elapsed_ms", 0)
-    if (
-        not isinstance(elapsed, int | float)
-        or isinstance(elapsed, bool)
-        or not 0 <= elapsed < float("inf")
-    ):
-        return "elapsed_ms must be a non-negative number"
-    error = data.get("error")
-    if error is not None and not isinstance(error, str):
-        return "error must be a string or null"
-    truncated = data.get("truncated", False)
-    if not isinstance(truncated, bool):
-        return "truncated must be true or false"
-    return {
-        "url": url,
-        "method": method,
-        "status": status,
-        "headers": [(name, value) for name, value in headers],
-        "body": body,
-        "elapsed_ms": float(elapsed),
-        "error": error,
-        "truncated": truncated,
-    }
-
-
 @bp.post("/requests/<request_id>/attempts")
 def report_attempt(request_id: str) -> tuple[Response, int]:
     """Store the outcome of a delivery made elsewhere (``hookbin listen`` on a laptop)."""
     item = request_or_404(request_id)
-    data = _json_body()
-    kind = data.get("kind")
-    if not isinstance(kind, str):
-        return _error(400, "kind must be a string")
-    if kind != "listen":
-        return _error(
-            422,
-            'only kind "listen" can be reported; replays and forwards are stored by '
-            "the server itself",
-        )
-    fields = _listen_attempt_fields(data)
-    if isinstance(fields, str):
-        return _error(400, fields)
-    body: bytes = fields["body"]
+    try:
+        report = parse_listen_report(_json_body())
+    except Invalid as exc:
+        return _invalid(exc)
+    body = report.body
     cap = services().settings.replay_max_response_bytes
     attempt = storage().add_attempt(
         item["seq"],
         "listen",
-        method=fields["method"],
-        url=fields["url"],
+        method=report.method,
+        url=report.url,
         started_at=utcnow(),
-        status=fields["status"],
-        response_headers=fields["headers"],
+        status=report.status,
+        response_headers=report.headers,
         response_body=body[:cap],
         response_size=len(body),
-        truncated=fields["truncated"] or len(body) > cap,
-        elapsed_ms=fields["elapsed_ms"],
-        error=fields["error"],
+        truncated=report.truncated or len(body) > cap,
+        elapsed_ms=report.elapsed_ms,
+        error=report.error,
     )
     return jsonify(public_attempt(attempt)), 201

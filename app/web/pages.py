@@ -7,16 +7,16 @@ from typing import Any
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from app.bins import names
+from app.bins import names, paging
+from app.bins.settings import changes_from_form, check_target_url
 from app.capture.handler import CAPTURE_PREFIX
+from app.core.invalid import Invalid
 from app.delivery.queue import describe, retry_now, state_of
 from app.delivery.replay import TargetRefused, replay
 from app.inspect.bodyview import build_view
 from app.inspect.display import hex_dump, human_size
 from app.rules import form as answerform
-from app.signing import verdicts
 from app.signing.common import PROVIDERS
-from app.storage.ids import seq_from_id
 from app.web.lookup import bin_or_404, request_in_bin, services, storage, verdicts_of
 from app.web.urls import capture_url
 
@@ -117,7 +117,10 @@ def request_page(bin_id: str, request_id: str) -> str:
 def older_rows(bin_id: str) -> str:
     """The next page of older requests (htmx "load more")."""
     bin_ = bin_or_404(bin_id)
-    before = seq_from_id(request.args.get("before", ""))
+    try:
+        before = paging.cursor(request.args.get("before"))
+    except Invalid as exc:
+        abort(400, str(exc))
     limit = services().settings.page_size
     items = verdicts_of(bin_, storage().list_requests(bin_id, limit=limit, before_seq=before))
     more = items[-1]["id"] if len(items) == limit else None
@@ -197,18 +200,17 @@ def replay_request(bin_id: str, request_id: str) -> str | tuple[str, int]:
     """Replay from the page; answers with the refreshed attempts list."""
     bin_ = bin_or_404(bin_id)
     item = request_in_bin(bin_id, request_id)
-    url = (request.form.get("url") or "").strip()
     current = services()
     error: str | None = None
     new_target: str | None = None
-    if not url:
-        error = "Give a target URL."
-    else:
+    try:
+        url = check_target_url(request.form.get("url"))
+        if url is None:
+            raise Invalid("url", "Give a target URL.")
         new_target = remember_target(bin_, url)
-        try:
-            replay(current.storage, current.settings, item, url, request_host=request.host)
-        except TargetRefused as exc:
-            error = str(exc)
+        replay(current.storage, current.settings, item, url, request_host=request.host)
+    except (Invalid, TargetRefused) as exc:
+        error = str(exc)
     return attempts_fragment(item, error, 422, new_target)
 
 
@@ -253,7 +255,7 @@ def delete_request(bin_id: str, request_id: str) -> Response | str:
     return redirect(url_for("web.bin_page", bin_id=bin_id), code=303)
 
 
-def _settings_refused(bin_: dict[str, Any], message: str) -> str | tuple[str, int]:
+def _settings_refused(bin_: dict[str, Any], refused: Invalid) -> str | tuple[str, int]:
     """The settings form again, nothing saved, showing what was typed and what is wrong."""
     form = request.form
     shown = {
@@ -264,7 +266,9 @@ def _settings_refused(bin_: dict[str, Any], message: str) -> str | tuple[str, in
     if "signing_provider" in form:
         secrets = (form.get("signing_secrets") or "").splitlines()
         shown["signing"] = {"provider": form["signing_provider"], "secrets": secrets}
-    typed = {"responses_typed": answerform.typed(form), "responses_error": message}
+    # A responses error shows inside that section, which the page may have folded away.
+    where = "responses_error" if refused.field == "responses" else "settings_error"
+    typed = {"responses_typed": answerform.typed(form), where: str(refused)}
     if _is_htmx():
         # 200: htmx swaps only successful answers in, and the form must show the error.
         return render_template("fragments/settings.html", bin=shown, **typed)
@@ -276,27 +280,12 @@ def _settings_refused(bin_: dict[str, Any], message: str) -> str | tuple[str, in
 def bin_settings(bin_id: str) -> Response | str | tuple[str, int]:
     """Save the forward target, the auto-forward switch, the signing secrets and responses."""
     bin_ = bin_or_404(bin_id)
-    changes: dict[str, Any] = {
-        "forward_url": (request.form.get("forward_url") or "").strip() or None,
-        "auto_forward": request.form.get("auto_forward") == "on",
-    }
-    if "signing_provider" in request.form:
-        secrets = (request.form.get("signing_secrets") or "").splitlines()
-        try:
-            signing = verdicts.validate_signing(
-                {"provider": request.form["signing_provider"], "secrets": secrets}
-            )
-        except ValueError as exc:
-            abort(400, str(exc))
-        if signing != (bin_["signing"] or {"provider": "auto", "secrets": []}):
-            changes["signing"] = signing  # only a real change re-checks every request
-    if answerform.MARKER in request.form:
-        try:
-            responses = answerform.from_form(request.form)
-        except ValueError as exc:
-            return _settings_refused(bin_, str(exc))
-        if responses != bin_.get("responses"):
-            changes["responses"] = responses  # a real change also starts rule counters over
+    try:
+        # Signing and responses are in only when changed: a change re-checks every stored
+        # signature, or starts the rule counters over.
+        changes = changes_from_form(request.form, bin_)
+    except Invalid as exc:
+        return _settings_refused(bin_, exc)
     updated = storage().update_bin(bin_id, **changes)
     if _is_htmx():
         return render_template("fragments/settings.html", bin=updated, saved=True)

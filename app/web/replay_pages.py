@@ -15,6 +15,8 @@ from typing import Any
 from flask import Blueprint, abort, render_template, request
 from werkzeug.datastructures import MultiDict
 
+from app.bins.settings import check_target_url
+from app.core.invalid import Invalid
 from app.delivery.client import replay_headers
 from app.delivery.edit import (
     EditError,
@@ -72,10 +74,10 @@ def replay_edited(bin_id: str, request_id: str) -> str | tuple[str, int]:
     item = request_in_bin(bin_id, request_id)
     current = services()
     form: MultiDict[str, str] = request.form
-    url = (form.get("url") or "").strip()
     error, status = None, 200
     new_target: str | None = None
     try:
+        url = check_target_url(form.get("url"))
         if not url:
             raise EditError("Give a target URL.")
         verdicts_of(bin_, [item])  # "auto" re-signs with the recognised provider
@@ -97,7 +99,7 @@ def replay_edited(bin_id: str, request_id: str) -> str | tuple[str, int]:
             request_host=request.host,
             outgoing=outgoing,
         )
-    except EditError as exc:
+    except (EditError, Invalid) as exc:
         error, status = str(exc), 400
     except TargetRefused as exc:
         error, status = str(exc), 422

@@ -12,14 +12,17 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
 
-from flask import Flask, abort, render_template, request
+from flask import Flask, Response, abort, current_app, render_template, request
 from flask_sock import ConnectionClosed, Sock
+from werkzeug.exceptions import MethodNotAllowed
 from wsproto.events import TextMessage
 
+from app.bins import paging
 from app.core import fastjson, lifecycle
+from app.core.invalid import Invalid
 from app.storage.ids import seq_from_id
 from app.web.lookup import services, storage, verdicts_of
 from app.web.serialize import public_request
@@ -33,20 +36,64 @@ sock = Sock()
 _FRAMES_PER_WRITE = 64
 _BYTES_PER_WRITE = 256 * 1024
 
-_STREAM_PATH = re.compile(r"^/(?:api/bins/[^/]+/stream|bins/[^/]+/live)$")
+_STREAM_PATH = re.compile(r"^/(?:api/bins/(?P<api>[^/]+)/stream|bins/(?P<page>[^/]+)/live)$")
+_WEBSOCKET_VERSION = "13"
+
+
+def _tokens(value: str) -> set[str]:
+    return {token.strip().lower() for token in value.split(",")}
+
+
+def handshake_problem(headers: Mapping[str, str]) -> str | None:
+    """Why ``headers`` do not open a websocket (RFC 6455 4.2.1), or None when they do.
+
+    These are the checks the websocket library makes once the route runs, where a failed one
+    could only end in a ``500``.
+    """
+    if "upgrade" not in _tokens(headers.get("Connection", "")):
+        return "not a websocket handshake: the Connection header must include Upgrade"
+    if headers.get("Upgrade", "").strip().lower() != "websocket":
+        return "not a websocket handshake: the Upgrade header must be websocket"
+    version = headers.get("Sec-WebSocket-Version")
+    if not version:
+        return "not a websocket handshake: the Sec-WebSocket-Version header is missing"
+    if version.strip() != _WEBSOCKET_VERSION:
+        return f"unsupported websocket version; this server speaks {_WEBSOCKET_VERSION}"
+    if not headers.get("Sec-WebSocket-Key"):
+        return "not a websocket handshake: the Sec-WebSocket-Key header is missing"
+    if not headers.get("Host"):
+        return "not a websocket handshake: the Host header is missing"
+    return None
+
+
+def _refuse(message: str, *, json: bool) -> NoReturn:
+    if json:
+        response = current_app.json.response({"error": message})
+    else:
+        response = Response(message + "\n", mimetype="text/plain")
+    response.status_code = 400
+    # Which version to speak instead, the way RFC 6455 4.4 answers an unsupported one.
+    response.headers["Sec-WebSocket-Version"] = _WEBSOCKET_VERSION
+    abort(response)
 
 
 def _check_stream_request() -> None:
-    # flask-sock completes the websocket handshake before our handler runs; refuse unknown bins
-    # and bad cursors here so the client gets a plain HTTP error instead of an open socket.
-    if not _STREAM_PATH.match(request.path):
+    # flask-sock completes the websocket handshake before our handler runs, and fails with a
+    # 500 on an incomplete one; refuse those, unknown bins and bad cursors here so the client
+    # gets a plain HTTP error instead (JSON under /api) rather than an open socket.
+    match = _STREAM_PATH.match(request.path)
+    if not match or isinstance(request.routing_exception, MethodNotAllowed):
         return
-    bin_id = (request.view_args or {}).get("bin_id", "")
-    if storage().get_bin(bin_id) is None:
-        abort(404)
-    after = request.args.get("after")
-    if after and seq_from_id(after) is None:
-        abort(400)
+    json = match["api"] is not None
+    problem = handshake_problem(request.headers)
+    if problem is not None:
+        _refuse(problem, json=json)
+    if storage().get_bin(match["api"] or match["page"]) is None:
+        abort(404)  # JSON under /api, the not-found page elsewhere
+    try:
+        paging.cursor(request.args.get("after"), "after")
+    except Invalid as exc:
+        _refuse(str(exc), json=json)
 
 
 class _WholeWrites:
