@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -223,7 +224,8 @@ def test_the_page_and_the_api_refuse_the_same_settings(shared_server: Server) ->
     assert by_api.json()["error"] in by_page.text
 
 
-def test_setting_checks_are_shared_by_the_form_and_json() -> None:
+def test_setting_checks_are_shared_by_the_form_and_json(tmp_path: Path) -> None:
+    from app.bins import binsfile
     from app.bins.settings import Invalid, changes_from_form, changes_from_json
 
     bin_ = {"signing": None, "responses": None}
@@ -234,7 +236,9 @@ def test_setting_checks_are_shared_by_the_form_and_json() -> None:
         "forward_url": "http://a/x",
         "auto_forward": True,
     }
-    for value, field in [("http://a/\x7f", "forward_url"), ("http://a/\ud800", "forward_url")]:
+    not_a_target = ["ftp://a/x", "localhost:3000/x", "http:///x", "http://[::1/x"]
+    cases = [("http://a/\x7f", "forward_url"), ("http://a/\ud800", "forward_url")]
+    for value, field in [*cases, *((url, "forward_url") for url in not_a_target)]:
         with pytest.raises(Invalid) as by_json:
             changes_from_json({field: value})
         with pytest.raises(Invalid) as by_form:
@@ -243,6 +247,15 @@ def test_setting_checks_are_shared_by_the_form_and_json() -> None:
         assert str(by_json.value) == str(by_form.value)
     with pytest.raises(Invalid, match="auto_forward must be true or false"):
         changes_from_json({"auto_forward": "on"})
+    # The bins file takes the same forward_url rule.
+    for url in not_a_target:
+        with pytest.raises(Invalid) as by_json:
+            changes_from_json({"forward_url": url})
+        bins_file = tmp_path / "bins.toml"
+        bins_file.write_text(f"[bins.team-bin]\nforward_url = {json.dumps(url)}\n", "utf-8")
+        with pytest.raises(binsfile.BinsFileError) as by_file:
+            binsfile.read(bins_file, set(), {})
+        assert str(by_json.value) in str(by_file.value)
     with pytest.raises(Invalid) as signing:
         changes_from_form({"signing_provider": "nope", "signing_secrets": ""}, bin_)
     assert signing.value.field == "signing" and "signing.provider" in str(signing.value)

@@ -32,13 +32,14 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from app.bins.names import InvalidName, check_name
+from app.bins.settings import check_forward_url
 from app.core.clock import utcnow
+from app.core.invalid import Invalid
 from app.rules.validate import validate_responses
 from app.signing.verdicts import validate_signing
 from app.storage.db import bins, rule_hits
@@ -151,25 +152,10 @@ def _parse_bin(
     if unknown:
         raise fail(f"unknown key {', '.join(unknown)} (known keys: {', '.join(_BIN_KEYS)})")
 
-    forward_url = spec.get("forward_url")
-    if forward_url is not None:
-        if not isinstance(forward_url, str):
-            raise fail("forward_url must be a string")
-        forward_url = forward_url.strip() or None
-        if forward_url is not None:
-            try:
-                parts = urlsplit(forward_url)
-                host = parts.hostname
-            except ValueError:  # e.g. "http://[::1" (an unclosed IPv6 bracket)
-                host = None
-            # Checked here, unlike in the API, because a typo in a file is otherwise only
-            # noticed as failed forwards; where the URL may point is still vetted per delivery.
-            if (
-                not host
-                or parts.scheme not in ("http", "https")
-                or re.search(r"[\x00-\x1f\x7f]", forward_url)
-            ):
-                raise fail("forward_url must be an http:// or https:// URL with a host")
+    try:
+        forward_url = check_forward_url(spec.get("forward_url"))
+    except Invalid as exc:
+        raise fail(str(exc)) from None
     auto_forward = spec.get("auto_forward", False)
     if not isinstance(auto_forward, bool):
         raise fail("auto_forward must be true or false")

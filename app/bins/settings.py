@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from app.core.invalid import Invalid
 from app.rules import form as answerform
@@ -58,8 +59,22 @@ def check_target_url(value: Any, field: str = "url") -> str | None:
 
 
 def check_forward_url(value: Any) -> str | None:
-    """The bin's forward target (None clears it)."""
-    return check_target_url(value, "forward_url")
+    """The bin's forward target (None clears it): an http:// or https:// URL with a host.
+
+    Saved targets are checked for their shape here, where a typo is noticed at once rather than
+    as failed forwards; where a URL may point is still vetted on each delivery.
+    """
+    url = check_target_url(value, "forward_url")
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. "http://[::1" (an unclosed IPv6 bracket)
+        host = None
+    if not host or parts.scheme not in ("http", "https"):
+        raise Invalid("forward_url", "forward_url must be an http:// or https:// URL with a host")
+    return url
 
 
 def check_auto_forward(value: Any) -> bool:
