@@ -36,6 +36,16 @@ bins = sa.Table(
     # True for bins defined by the HOOKBIN_BINS_FILE config file: their settings are rewritten
     # from that file at every start.
     sa.Column("managed", sa.Boolean, nullable=False, server_default=sa.false()),
+    # SHA-256 of the bin's API token and of the key in its view URL; the secrets themselves are
+    # shown once, when the bin is made. NULL: only operators reach the bin.
+    sa.Column("token_hash", sa.String(64), nullable=True),
+    sa.Column("page_key_hash", sa.String(64), nullable=True),
+    # Overrides of the server's retention and cap (NULL: the server's setting; 0: none).
+    sa.Column("retention_seconds", sa.BigInteger, nullable=True),
+    sa.Column("max_requests", sa.BigInteger, nullable=True),
+    # Addresses and CIDR ranges allowed to send, and what happens to others ("refuse", "mark").
+    sa.Column("senders", sa.JSON, nullable=True),
+    sa.Column("senders_action", sa.String(8), nullable=True),
 )
 
 # How many requests each counting rule (e.g. "fail the first N") has matched so far. Kept in the
@@ -97,6 +107,8 @@ requests = sa.Table(
     # (NULL: the bin's default answer or the standard acknowledgement).
     sa.Column("answer_status", sa.Integer, nullable=True),
     sa.Column("answer_rule", sa.String(64), nullable=True),
+    # True when the bin's sender list did not cover the sender and the bin keeps such requests.
+    sa.Column("sender_unlisted", sa.Boolean, nullable=True),
     sa.Index("ix_requests_bin_seq", "bin_id", "seq"),
     # Only captures that carry a delivery id are ever looked up by one.
     sa.Index(
@@ -186,6 +198,40 @@ forward_queue = sa.Table(
     sa.Index("ix_forward_queue_due", "state", "next_at"),
     sa.Index("ix_forward_queue_bin", "bin_id", "state", "request_seq"),
     sa.Index("ix_forward_queue_request", "request_seq"),
+)
+
+
+# Revocable read-only links to a bin; the key itself is shown once, only its hash is kept.
+bin_shares = sa.Table(
+    "bin_shares",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column(
+        "bin_id", sa.String(64), sa.ForeignKey("bins.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("label", sa.Text, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_bin_shares_bin", "bin_id"),
+)
+
+# Hits per limit ("bin", "source", "create"), key and window start, shared by every process.
+rate_counters = sa.Table(
+    "rate_counters",
+    metadata,
+    sa.Column("scope", sa.String(16), primary_key=True),
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("window", sa.BigInteger, primary_key=True),
+    sa.Column("hits", sa.BigInteger, nullable=False),
+)
+
+# Random secrets shared by every process and host of a deployment (e.g. the cookie key).
+instance_secrets = sa.Table(
+    "instance_secrets",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
 )
 
 
