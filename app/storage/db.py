@@ -36,10 +36,10 @@ bins = sa.Table(
     # True for bins defined by the HOOKBIN_BINS_FILE config file: their settings are rewritten
     # from that file at every start.
     sa.Column("managed", sa.Boolean, nullable=False, server_default=sa.false()),
-    # SHA-256 of the bin's API token and of the key in its view URL; the secrets themselves are
-    # shown once, when the bin is made. NULL: only operators reach the bin.
+    # SHA-256 of the bin's API token (shown once), and the salt its view-URL key is derived from
+    # (a new salt revokes old links). NULL: only operators reach the bin.
     sa.Column("token_hash", sa.String(64), nullable=True),
-    sa.Column("page_key_hash", sa.String(64), nullable=True),
+    sa.Column("page_key_salt", sa.String(64), nullable=True),
     # Overrides of the server's retention and cap (NULL: the server's setting; 0: none).
     sa.Column("retention_seconds", sa.BigInteger, nullable=True),
     sa.Column("max_requests", sa.BigInteger, nullable=True),

@@ -1,9 +1,10 @@
 """A server shared on the internet: bin secrets, retention and caps, sender allowlists, share
 links, rate counters and the instance's own secret.
 
-- ``bins.token_hash`` and ``bins.page_key_hash``: SHA-256 of the bin's API token and of the key in
-  its view URL; only the hashes are stored. Bins made before this revision have neither, so only
-  operators reach them.
+- ``bins.token_hash``: SHA-256 of the bin's API token (the token is shown once); ``bins.page_key_salt``:
+  what the key in the bin's view URL is derived from, so holders can copy the link again and a new
+  salt revokes every old link. Bins made before this revision have neither: only operators reach
+  them until an operator gives them a token.
 - ``bins.retention_seconds`` and ``bins.max_requests``: per-bin overrides of the server's retention
   and cap (NULL: the server's setting; 0: none).
 - ``bins.senders`` (a list of addresses and CIDR ranges) and ``bins.senders_action`` ("refuse" or
@@ -32,7 +33,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("bins") as batch:
         batch.add_column(sa.Column("token_hash", sa.String(64), nullable=True))
-        batch.add_column(sa.Column("page_key_hash", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("page_key_salt", sa.String(64), nullable=True))
         batch.add_column(sa.Column("retention_seconds", sa.BigInteger, nullable=True))
         batch.add_column(sa.Column("max_requests", sa.BigInteger, nullable=True))
         batch.add_column(sa.Column("senders", sa.JSON, nullable=True))
@@ -81,7 +82,7 @@ def downgrade() -> None:
             "senders",
             "max_requests",
             "retention_seconds",
-            "page_key_hash",
+            "page_key_salt",
             "token_hash",
         ):
             batch.drop_column(column)
