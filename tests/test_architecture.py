@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "app.signing": 2,
     "app.rules": 2,
     "app.inspect": 2,
+    "app.access": 2,
     "app.capture": 3,
     "app.delivery": 3,
     "app.live": 3,

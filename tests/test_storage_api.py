@@ -175,3 +175,23 @@ def test_every_write_goes_through_the_serialised_writer(
     assert len(calls) == writes_made  # reads stay where they are
     # create, insert, update, verdict, attempt, delete request, clear, delete bin.
     assert writes_made == (8 if sqlite else 0)
+
+
+def test_share_links_and_the_deployment_secret(storage: Storage) -> None:
+    bin_id = storage.create_bin(token_hash="d" * 64, page_key_salt="salt")["id"]
+    made = storage.get_bin(bin_id)
+    assert (made["token_hash"], made["page_key_salt"]) == ("d" * 64, "salt")
+    first = storage.add_share(bin_id, "s1", "h1" * 32, "for the team")
+    storage.add_share(bin_id, "s2", "h2" * 32, None)
+    assert [s["id"] for s in storage.list_shares(bin_id)] in (["s2", "s1"], ["s1", "s2"])
+    assert storage.live_share("h1" * 32) == first
+    assert storage.share_alive(bin_id, "s1")
+    assert storage.revoke_share(bin_id, "s1") is True
+    assert storage.revoke_share(bin_id, "s1") is False
+    assert storage.live_share("h1" * 32) is None
+    assert not storage.share_alive(bin_id, "s1")
+    assert not storage.share_alive("other-bin", "s2")
+    secret = storage.instance_secret("cookie_key")
+    assert secret and len(secret) >= 32
+    storage.delete_bin(bin_id)
+    assert storage.list_shares(bin_id) == []

@@ -14,7 +14,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy.engine import Engine
 
-from app.storage import store
+from app.storage import shares, store
 from app.storage.bincache import BinCache
 from app.storage.writes import SerialWrites
 
@@ -60,9 +60,21 @@ class Storage:
         """Drop this process's cached copy of a bin (e.g. once a capture found it gone)."""
         self._bins.forget(bin_id)
 
-    def create_bin(self, bin_id: str | None = None) -> Item:
-        """A new empty bin called ``bin_id`` (default: random). Raises ``BinExists``."""
-        return self._writes.run(store.create_bin, bin_id)
+    def create_bin(
+        self,
+        bin_id: str | None = None,
+        *,
+        token_hash: str | None = None,
+        page_key_salt: str | None = None,
+    ) -> Item:
+        """A new empty bin called ``bin_id`` (default: random). Raises ``BinExists``.
+
+        ``token_hash`` is the digest of its API token, ``page_key_salt`` what its view link's key
+        is derived from (``app.access.keys``).
+        """
+        return self._writes.run(
+            store.create_bin, bin_id, token_hash=token_hash, page_key_salt=page_key_salt
+        )
 
     def update_bin(self, bin_id: str, **changes: Any) -> Item | None:
         """Change a bin's settings (see ``store.update_bin``); None when it does not exist."""
@@ -139,6 +151,32 @@ class Storage:
     def get_attempt(self, request_seq: int, attempt_id: int) -> Item | None:
         """One attempt of request ``request_seq`` by id, or None."""
         return store.get_attempt(self._engine, request_seq, attempt_id)
+
+    # -- share links and the deployment's secrets -------------------------------------------------
+
+    def add_share(self, bin_id: str, share_id: str, key_hash: str, label: str | None) -> Item:
+        """Store a read-only share link of a bin, by its key's digest."""
+        return self._writes.run(shares.add_share, bin_id, share_id, key_hash, label)
+
+    def list_shares(self, bin_id: str) -> list[Item]:
+        """A bin's share links, newest first, revoked ones included."""
+        return shares.list_shares(self._engine, bin_id)
+
+    def revoke_share(self, bin_id: str, share_id: str) -> bool:
+        """Revoke a share link. True when a live one was revoked."""
+        return self._writes.run(shares.revoke_share, bin_id, share_id)
+
+    def live_share(self, key_hash: str) -> Item | None:
+        """The live share link whose key has this digest, or None."""
+        return shares.live_share(self._engine, key_hash)
+
+    def share_alive(self, bin_id: str, share_id: str) -> bool:
+        """Whether a share link exists and is not revoked."""
+        return shares.share_alive(self._engine, bin_id, share_id)
+
+    def instance_secret(self, name: str) -> str | None:
+        """A secret every process of the deployment shares (e.g. ``cookie_key``)."""
+        return shares.instance_secret(self._engine, name)
 
     def ping(self) -> None:
         """Raise unless the database answers."""

@@ -43,6 +43,9 @@ def _bin_item(row: sa.Row[Any]) -> dict[str, Any]:
         "responses": row.responses,
         # Defined by the HOOKBIN_BINS_FILE file: its settings are rewritten at every start.
         "managed": bool(row.managed),
+        # Access (never shown): the API token's digest and the view link's salt.
+        "token_hash": row.token_hash,
+        "page_key_salt": row.page_key_salt,
     }
 
 
@@ -50,7 +53,13 @@ class BinExists(Exception):
     """A bin with the chosen id (name) exists already."""
 
 
-def create_bin(engine: Engine, bin_id: str | None = None) -> dict[str, Any]:
+def create_bin(
+    engine: Engine,
+    bin_id: str | None = None,
+    *,
+    token_hash: str | None = None,
+    page_key_salt: str | None = None,
+) -> dict[str, Any]:
     """Create an empty bin called ``bin_id`` (default: a random id) and return it.
 
     Raises BinExists when a chosen id is taken. A random id that is taken (a chosen name may
@@ -58,11 +67,16 @@ def create_bin(engine: Engine, bin_id: str | None = None) -> dict[str, Any]:
     """
     for _ in range(5):
         new_id = bin_id or new_bin_id()
+        values = {
+            "id": new_id,
+            "created_at": utcnow(),
+            "auto_forward": False,
+            "token_hash": token_hash,
+            "page_key_salt": page_key_salt,
+        }
         try:
             with engine.begin() as conn:
-                conn.execute(
-                    sa.insert(bins).values(id=new_id, created_at=utcnow(), auto_forward=False)
-                )
+                conn.execute(sa.insert(bins).values(**values))
                 row = conn.execute(sa.select(bins).where(bins.c.id == new_id)).one()
         except sa.exc.IntegrityError:
             if bin_id is not None:
@@ -88,7 +102,8 @@ def update_bin(engine: Engine, bin_id: str, **changes: Any) -> dict[str, Any] | 
     allowed: dict[str, Any] = {
         k: v
         for k, v in changes.items()
-        if k in {"forward_url", "auto_forward", "signing", "responses"}
+        if k
+        in {"forward_url", "auto_forward", "signing", "responses", "token_hash", "page_key_salt"}
     }
     if "signing" in allowed:
         allowed["signing_rev"] = bins.c.signing_rev + 1

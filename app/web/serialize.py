@@ -8,7 +8,7 @@ from typing import Any
 from app.delivery.queue import describe
 from app.web.urls import capture_url, view_url
 
-_INTERNAL_FIELDS = frozenset({"seq", "signing_rev"})
+_INTERNAL_FIELDS = frozenset({"seq", "signing_rev", "token_hash", "page_key_salt"})
 
 
 def public_request(item: dict[str, Any]) -> dict[str, Any]:
