@@ -6,6 +6,7 @@ fresh checkout runs on SQLite with no configuration at all. docs/settings.md lis
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tempfile
 from dataclasses import MISSING, dataclass, field, fields
@@ -65,9 +66,11 @@ class Settings:
     #: Requests held in memory for one live viewer. A viewer that reads more slowly is fed from
     #: the database as it catches up, so it still gets everything, in order.
     stream_max_backlog: int = 2000
-    #: Replay/forward: allow loopback and private-network targets (localhost dev servers).
-    #: Turn off on a public instance. Link-local and cloud metadata addresses are always refused.
-    allow_private_targets: bool = True
+    #: Replay/forward: allow loopback and private-network targets (localhost dev servers):
+    #: "auto" allows them while the server listens on loopback only, and refuses them once it
+    #: listens beyond (where "private" means the server's own network). Link-local and cloud
+    #: metadata addresses are always refused.
+    allow_private_targets: str = "auto"
     #: Replay/forward: seconds before a target that does not answer is given up on.
     replay_timeout_seconds: float = 10.0
     #: Replay/forward: bytes of the target's answer that are read and kept.
@@ -83,6 +86,15 @@ class Settings:
     forward_poll_seconds: float = 1.0
     #: Auto-forward: most deliveries one process has in flight at once (one per bin at most).
     forward_concurrency: int = 16
+    #: Address this instance listens on (``hookbin serve`` sets it); loopback-only servers get the
+    #: laptop defaults (private targets allowed, only loopback host names served).
+    listen_host: str = "127.0.0.1"
+    #: Operator tokens, comma-separated: read and manage every bin, list all bins.
+    admin_token: str = ""
+    #: Who may create bins: "open" (whoever reaches the server) or "token" (operators only).
+    create_bins: str = "open"
+    #: Host names (comma-separated) the pages and API answer to, beside HOOKBIN_PUBLIC_URL's own.
+    allowed_hosts: str = ""
     #: Port this instance listens on (``hookbin serve`` sets it). Replays to it are refused when
     #: they aim at a capture URL, so a bin can never forward to itself in a loop.
     listen_port: int = 8000
@@ -97,6 +109,17 @@ class Settings:
     #: or rewritten at every start, so their URLs survive restarts and database resets. Empty:
     #: no such file.
     bins_file: str = ""
+
+    def __post_init__(self) -> None:
+        if self.create_bins not in ("open", "token"):
+            raise ValueError(f"HOOKBIN_CREATE_BINS must be open or token, not {self.create_bins!r}")
+        try:
+            self.private_targets_allowed  # noqa: B018 - raises on a value that is none of these
+        except ValueError:
+            raise ValueError(
+                "HOOKBIN_ALLOW_PRIVATE_TARGETS must be auto, true or false, "
+                f"not {self.allow_private_targets!r}"
+            ) from None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -119,6 +142,27 @@ class Settings:
     def is_sqlite(self) -> bool:
         """True when the store is an SQLite file."""
         return self.database_url.startswith("sqlite")
+
+    @property
+    def admin_tokens(self) -> tuple[str, ...]:
+        """The operator tokens (``HOOKBIN_ADMIN_TOKEN``, comma-separated, blanks dropped)."""
+        return tuple(part.strip() for part in self.admin_token.split(",") if part.strip())
+
+    @property
+    def exposed(self) -> bool:
+        """Whether the server listens beyond the loopback interface."""
+        return not _is_loopback(self.listen_host)
+
+    @property
+    def private_targets_allowed(self) -> bool:
+        """Whether replays and forwards may reach loopback and private networks."""
+        value = self.allow_private_targets
+        if isinstance(value, bool):
+            return value
+        choice = value.strip().lower()
+        if choice == "auto":
+            return not self.exposed
+        return _bool(choice)
 
     @property
     def forward_retry_delays(self) -> tuple[float, ...]:
@@ -148,6 +192,16 @@ class Settings:
             return Path(db_path).parent / "hookbin-run"
         # No file to sit next to (PostgreSQL, in-memory SQLite): a private per-user directory.
         return Path(tempfile.gettempdir()) / f"hookbin-run-{os.getuid()}"
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _convert(raw: str, default: object) -> object:

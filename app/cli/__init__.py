@@ -55,6 +55,7 @@ def _build_assets() -> None:
 def serve(host: str, port: int, workers: int) -> None:
     """Run Hookbin under gunicorn (migrating an SQLite database first)."""
     os.environ["HOOKBIN_LISTEN_PORT"] = str(port)
+    os.environ["HOOKBIN_LISTEN_HOST"] = host
     settings = Settings.from_env()
     if settings.bins_file:
         _check_bins_file(settings.bins_file)

@@ -119,7 +119,7 @@ def policy_for(settings: Settings, request_host: str | None = None) -> TargetPol
     if request_host:
         hosts.append(request_host)
     return TargetPolicy(
-        allow_private=settings.allow_private_targets,
+        allow_private=settings.private_targets_allowed,
         forbidden_hosts=tuple(hosts),
         own_ports=(settings.listen_port,),
     )
