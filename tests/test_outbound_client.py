@@ -438,6 +438,14 @@ def test_https_untrusted_certificate_is_an_error(tls_server) -> None:
         ("http://t.example/", "/a b#c?d e#f", "http://t.example/a%20b%23c?d%20e%23f"),
         ("http://t.example/", "/caf\u00e9", "http://t.example/caf%E9"),  # latin-1 = wire bytes
         ("http://t.example/", "/\u20ac", "http://t.example/%E2%82%AC"),
+        # a captured sub-path never climbs above the target's own path, however it is spelled
+        ("http://t/webhooks/stripe", "/../../admin/x", "http://t/webhooks/stripe/admin/x"),
+        ("http://t/webhooks/stripe", "/a/../../../b", "http://t/webhooks/stripe/b"),
+        ("http://t/webhooks/stripe", "/%2e%2e/%2E%2E/admin", "http://t/webhooks/stripe/admin"),
+        ("http://t/webhooks/stripe", "/..%2f..%2fadmin", "http://t/webhooks/stripe/admin"),
+        ("http://t/webhooks/stripe", "/..%5c..%5cadmin", "http://t/webhooks/stripe/admin"),
+        ("http://t/webhooks/stripe", "/x/./y/.", "http://t/webhooks/stripe/x/y"),
+        ("http://t/webhooks/stripe", "/a%2Fb/...", "http://t/webhooks/stripe/a%2Fb/..."),
     ],
 )
 def test_final_url(base: str, suffix: str, expected: str) -> None:

@@ -192,16 +192,43 @@ def final_url(base: httpx.URL, path_and_query_suffix: str) -> httpx.URL:
     """``base`` with the captured sub-path appended to its path and the raw query to its query.
 
     Exactly one slash joins the two paths, and a sub-path of ``""`` or ``"/"`` adds nothing;
-    the queries are joined with ``&``. The fragment is dropped (it is never sent anyway).
+    the queries are joined with ``&``. The fragment is dropped (it is never sent anyway). Dot
+    segments of the sub-path are resolved inside it (``contained``), so a captured
+    ``/../../admin`` never reaches above the target's own path.
     """
     sub_path, _, sub_query = path_and_query_suffix.partition("?")
     base_path, _, base_query = base.raw_path.decode("ascii").partition("?")
 
-    rest = sub_path.lstrip("/")
+    rest = contained(sub_path.lstrip("/"))
     path = base_path.rstrip("/") + "/" + _quote(rest, _PATH_SAFE) if rest else base_path
     query = "&".join(q for q in (base_query, _quote(sub_query, _QUERY_SAFE)) if q)
     raw = path + ("?" + query if query else "")
     return base.copy_with(raw_path=raw.encode("ascii"), fragment=None)
+
+
+def contained(sub_path: str) -> str:
+    """``sub_path`` with its dot segments resolved within it: it cannot climb above its start.
+
+    Ordinary segments keep their captured bytes. A segment that is, or decodes to, ``.`` or
+    ``..`` (``%2e%2e``), or hides them behind an escaped slash or backslash (``..%2f..``), is
+    split and resolved as a target server that decodes it would, and what is left is re-escaped.
+    """
+    out: list[str] = []
+    for segment in sub_path.split("/"):
+        decoded = urllib.parse.unquote(segment, encoding="latin-1")
+        parts = re.split(r"[/\\]", decoded)
+        if not any(part in (".", "..") for part in parts):
+            out.append(segment)
+            continue
+        for part in parts:
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if out:
+                    out.pop()
+                continue
+            out.append(_quote(part, ""))
+    return "/".join(out)
 
 
 def _quote(text: str, safe: str) -> str:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.config import Settings
 from app.core.clock import utcnow
+from app.delivery import via
 from app.delivery.client import send
 from app.delivery.policy import TargetRefused, policy_for, vet_target
 from app.storage.repository import Storage
@@ -54,6 +55,7 @@ def replay(
         method, suffix, body = outgoing.method, outgoing.suffix, outgoing.body
         headers = outgoing.send_headers()
         sent = outgoing.attempt_fields()
+    headers = via.marked(headers, storage.deployment_id())
     started = utcnow()
     result = send(
         method,

@@ -9,6 +9,7 @@ path, the group-commit batcher (``app.storage.batcher``).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -33,6 +34,7 @@ class Storage:
         self._engine = engine
         self._writes = writes
         self._bins = BinCache(lambda bin_id: store.get_bin(engine, bin_id), bin_ttl_seconds)
+        self._deployment_id: str | None = None
 
     # -- for storage-owning modules (the forward queue, rule counters, the live hub) ---------------
 
@@ -177,6 +179,15 @@ class Storage:
     def instance_secret(self, name: str) -> str | None:
         """A secret every process of the deployment shares (e.g. ``cookie_key``)."""
         return shares.instance_secret(self._engine, name)
+
+    def deployment_id(self) -> str:
+        """A public id of this deployment, the same in every process and host that share the
+        database (it marks the requests Hookbin sends)."""
+        if self._deployment_id is None:
+            key = self.instance_secret("cookie_key") or ""
+            digest = hashlib.sha256(f"deployment:{key}".encode()).hexdigest()
+            self._deployment_id = f"hb-{digest[:16]}"
+        return self._deployment_id
 
     def ping(self) -> None:
         """Raise unless the database answers."""

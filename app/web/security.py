@@ -1,18 +1,20 @@
 """Response headers that make captured content inert in the UI.
 
 Everything Hookbin shows came from strangers. Templates escape it; these headers are the backstop:
-no inline script can run, nothing is sniffed into a different type, and bin URLs (which are the
-only key to a bin) never leak through a Referer.
+no inline script can run, scripts load only from ``/static/`` (a capture URL on the same origin may
+answer ``application/javascript``, and must not be loadable as the UI's script), nothing is sniffed
+into a different type, and view links never leak through a Referer.
 """
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
-        "script-src 'self'",
+        "script-src {static}",
+        "worker-src 'none'",
         "style-src 'self'",
         "img-src 'self' data:",
         "connect-src 'self'",
@@ -26,7 +28,10 @@ CONTENT_SECURITY_POLICY = "; ".join(
 
 
 def _harden(response: Response) -> Response:
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    static = request.host_url.rstrip("/") + "/static/"
+    response.headers.setdefault(
+        "Content-Security-Policy", CONTENT_SECURITY_POLICY.format(static=static)
+    )
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("X-Frame-Options", "DENY")
