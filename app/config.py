@@ -97,6 +97,12 @@ class Settings:
     #: or rewritten at every start, so their URLs survive restarts and database resets. Empty:
     #: no such file.
     bins_file: str = ""
+    #: Operator tokens for ``/metrics`` from addresses other than loopback, comma-separated
+    #: (sent as ``Authorization: Bearer <token>``). Empty: only loopback may scrape.
+    admin_token: str = field(default="", repr=False)
+    #: ``text`` or ``json``: json writes Hookbin's and gunicorn's log lines as one JSON object
+    #: per line (time, level, logger, message, and bin_id/request_id where known).
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -138,6 +144,11 @@ class Settings:
                 )
             delays.append(delay)
         return tuple(delays)
+
+    @property
+    def admin_tokens(self) -> tuple[str, ...]:
+        """``admin_token`` split into the configured operator tokens (blanks dropped)."""
+        return tuple(t.strip() for t in self.admin_token.split(",") if t.strip())
 
     def notify_dir(self) -> Path:
         """Where SQLite-mode workers keep their notification sockets."""
