@@ -29,7 +29,8 @@ timeout = 60
 graceful_timeout = 20
 keepalive = 5
 accesslog = "-" if _settings.access_log else None
-logconfig_dict = logs.gunicorn_logconfig(_settings.log_format)
+if logs.check_format(_settings.log_format) == "json":
+    logger_class = "app.ops.gunicorn_logging.JsonLogger"
 forwarded_allow_ips = "127.0.0.1,::1"
 
 wireheaders.install()

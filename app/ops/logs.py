@@ -3,7 +3,7 @@
 Each line has ``time``, ``level``, ``logger`` and ``message``, plus ``bin_id`` and
 ``request_id`` where the line is about one: from the record's ``extra``, from ``bind`` (the
 capture path, auto-forward tries), or from the URL of the Flask view being served. gunicorn's
-own error log gets the same format through ``gunicorn_logconfig``.
+own error (and access) log gets the same format (``app.ops.gunicorn_logging``).
 
 In the default ``text`` format logging is left as it always was.
 
@@ -108,34 +108,11 @@ def configure(log_format: str) -> None:
         return
     logging.getLogger("app").setLevel(logging.INFO)
     root = logging.getLogger()
-    if _has_json_handler(root):  # gunicorn did it already (``gunicorn_logconfig``)
+    if _has_json_handler(root):  # done already in this process (the gunicorn master, then fork)
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
-    if root.level == logging.NOTSET or root.level > logging.WARNING:
-        root.setLevel(logging.WARNING)
-
-
-def gunicorn_logconfig(log_format: str) -> dict[str, Any]:
-    """gunicorn's ``logconfig_dict`` for ``log_format`` (empty for text: gunicorn's own)."""
-    if check_format(log_format) != "json":
-        return {}
-    stream = {"class": "logging.StreamHandler", "formatter": "json"}
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
-        "handlers": {
-            "stderr": {**stream, "stream": "ext://sys.stderr"},
-            "stdout": {**stream, "stream": "ext://sys.stdout"},
-        },
-        # Libraries stay at WARNING, as in the text format: httpx, for one, logs every URL
-        # it requests at INFO, and forward targets may carry secrets in theirs.
-        "root": {"level": "WARNING", "handlers": ["stderr"]},
-        "loggers": {
-            "app": {"level": "INFO"},
-            "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
-            "gunicorn.access": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
-        },
-    }
+    # Libraries stay at WARNING, as with the text format: httpx, for one, logs every URL it
+    # requests at INFO, and forward targets may carry secrets in theirs.
+    root.setLevel(logging.WARNING)
