@@ -22,6 +22,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from app.core.blocking import gevent_patched
+
 FORMATS = ("text", "json")
 _FIELDS = ("bin_id", "request_id")
 
@@ -102,11 +104,25 @@ def _has_json_handler(logger: logging.Logger) -> bool:
     return any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers)
 
 
+def _log_hub_error(_hub: Any, context: Any, t: Any, v: Any, tb: Any) -> None:
+    """gevent's report of an error no caller took (or a native thread's), as a log line."""
+    where = context if isinstance(context, str) else repr(context)
+    exc_info = (t, v, tb) if isinstance(v, BaseException) else None
+    logging.getLogger("gevent").error(
+        "%s failed with %s", where[:300], getattr(t, "__name__", t), exc_info=exc_info
+    )
+
+
 def configure(log_format: str) -> None:
     """Set up this process's logging for ``log_format`` (idempotent; text changes nothing)."""
     if check_format(log_format) != "json":
         return
     logging.getLogger("app").setLevel(logging.INFO)
+    if gevent_patched():
+        from gevent.hub import Hub
+
+        # gevent writes such errors to stderr itself, a traceback over many lines.
+        Hub.print_exception = _log_hub_error  # type: ignore[method-assign,assignment]
     root = logging.getLogger()
     if _has_json_handler(root):  # done already in this process (the gunicorn master, then fork)
         return
