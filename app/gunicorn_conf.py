@@ -1,8 +1,8 @@
 """gunicorn settings for Hookbin (``hookbin serve`` passes this file with ``-c``).
 
 Values come from HOOKBIN_* variables through ``app.config`` and the command line. The gevent
-worker is the one that fits: open websockets are cheap greenlets there, while a thread per socket
-starved the gthread worker in our measurements.
+worker is the one that fits: open websockets are cheap greenlets there, where a thread per
+socket is not.
 """
 
 from __future__ import annotations

@@ -124,3 +124,21 @@ def test_a_capture_answered_503_is_counted_as_503(
     assert client.post(f"/h/{bin_id}/x", data=b"x").status_code == 503
     assert _captures(client, "503") == before_503 + 1
     assert _captures(client, "200") == before_200
+
+
+def test_purged_requests_are_counted(make_app: Callable[..., Flask]) -> None:
+    from app.ops import metrics
+
+    client = make_app().test_client()
+
+    def purged() -> float:
+        for family in text_string_to_metric_families(client.get("/metrics").text):
+            for s in family.samples:
+                if s.name == "hookbin_purged_requests_total":
+                    return s.value
+        raise AssertionError("hookbin_purged_requests_total is missing")
+
+    before = purged()
+    metrics.count_purged(3)
+    metrics.count_purged(0)
+    assert purged() == before + 3

@@ -192,10 +192,10 @@ class Hub:
         """Feed this process's viewers of ``bin_ids`` in the calling thread (None: any bin).
 
         Called with the news of new requests: by the capture writer after a commit, before it
-        releases the batch, and by the notifier's listener. Waking the dispatcher instead made
-        each frame wait for the dispatcher's turn on the event loop and then for the viewer's
-        turn behind the batch's own answers; this way the viewers are woken
-        before those answers are. A bin nobody here watches costs a set lookup.
+        releases the batch, and by the notifier's listener. Done here rather than by the
+        dispatcher, so that frames need not wait for the dispatcher's turn on the event loop
+        and the viewers are woken before the batch's own answers. A bin nobody here watches
+        costs a set lookup.
         """
         for bin_id in bin_ids:
             if bin_id is None:
