@@ -89,8 +89,6 @@ class Settings:
     #: Address this instance listens on (``hookbin serve`` sets it); loopback-only servers get the
     #: laptop defaults (private targets allowed, only loopback host names served).
     listen_host: str = "127.0.0.1"
-    #: Operator tokens, comma-separated: read and manage every bin, list all bins.
-    admin_token: str = ""
     #: Who may create bins: "open" (whoever reaches the server) or "token" (operators only).
     create_bins: str = "open"
     #: Host names (comma-separated) the pages and API answer to, beside HOOKBIN_PUBLIC_URL's own.
@@ -109,6 +107,12 @@ class Settings:
     #: or rewritten at every start, so their URLs survive restarts and database resets. Empty:
     #: no such file.
     bins_file: str = ""
+    #: Operator tokens, comma-separated (sent as ``Authorization: Bearer <token>``): read and
+    #: manage every bin, list all bins, scrape ``/metrics`` from beyond loopback.
+    admin_token: str = field(default="", repr=False)
+    #: ``text`` or ``json``: json writes Hookbin's and gunicorn's log lines as one JSON object
+    #: per line (time, level, logger, message, and bin_id/request_id where known).
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if self.create_bins not in ("open", "token"):

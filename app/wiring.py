@@ -21,6 +21,7 @@ from app.core.blocking import run_blocking
 from app.delivery.loop import DeliveryLoop
 from app.live.hub import Hub
 from app.live.pubsub import Notifier, make_notifier
+from app.ops import metrics
 from app.storage.batcher import CommitBatcher
 from app.storage.captures import Capture, Stored, insert_captures
 from app.storage.db import make_engine, sqlite_file
@@ -146,6 +147,7 @@ def build_services(settings: Settings) -> Services:
             return insert_captures(engine, batch, notify_sql=notifier.notify_sql)
 
     def published(batch: Sequence[Capture], results: list[Stored | None]) -> None:
+        metrics.observe_commit_batch(len(batch))
         touched = sorted({c.bin_id for c, r in zip(batch, results, strict=True) if r is not None})
         # The other processes first: their viewers' frames need not wait for ours.
         notifier.published(touched)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -39,8 +40,9 @@ def _build_assets() -> None:
     from app import create_app
     from app.web import assets
 
-    # Bundling assets must not write to the database, so the bins file is left to the server.
-    assets.build(create_app(replace(Settings.from_env(), bins_file="")))
+    # Bundling assets must not write to the database, so the bins file is left to the server
+    # and the schema unchecked (``hookbin build-assets`` needs no database at all).
+    assets.build(create_app(replace(Settings.from_env(), bins_file=""), check_schema=False))
 
 
 @main.command()
@@ -54,17 +56,29 @@ def _build_assets() -> None:
 )
 def serve(host: str, port: int, workers: int) -> None:
     """Run Hookbin under gunicorn (migrating an SQLite database first)."""
+    from app.ops import logs, multiproc
+
     os.environ["HOOKBIN_LISTEN_PORT"] = str(port)
     os.environ["HOOKBIN_LISTEN_HOST"] = host
     settings = Settings.from_env()
+    try:
+        logs.configure(settings.log_format)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     if settings.bins_file:
-        _check_bins_file(settings.bins_file)
+        _check_bins_file(settings)
     if settings.is_sqlite:
         from app.storage.migrate import upgrade
 
         upgrade(settings.database_url)
+    else:
+        # PostgreSQL is migrated explicitly (``hookbin migrate``), once for every host sharing it.
+        _check_schema(settings)
     _build_assets()
-    click.echo(f"Hookbin on http://{host}:{port} ({workers} workers, {_describe(settings)})")
+    _say(settings, f"Hookbin on http://{host}:{port} ({workers} workers, {_describe(settings)})")
+    # Each start gets its own metrics directory; gunicorn's master (this very process, once it
+    # execs) removes it when it exits.
+    multiproc.fresh_dir()
     argv = [
         sys.executable,
         "-m",
@@ -80,23 +94,55 @@ def serve(host: str, port: int, workers: int) -> None:
         "app.wsgi:app",
     ]
     sys.stdout.flush()
+    sys.stderr.flush()
     # gunicorn takes over this process, so signals reach its master directly.
     os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, no shell
 
 
-def _check_bins_file(path: str) -> None:
+def _say(settings: Settings, message: str) -> None:
+    """A start-up message: a plain line, or a log line when logs are JSON."""
+    if settings.log_format.strip().lower() == "json":
+        logging.getLogger("app.cli").info("%s", message)
+    else:
+        click.echo(message)
+
+
+def _check_schema(settings: Settings) -> None:
+    """Refuse to start on a database that answers but is not migrated: one error, here."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.ops import schema
+    from app.storage.db import make_engine
+
+    engine = make_engine(settings.database_url)
+    try:
+        schema.require_migrated(engine, settings.database_url)
+    except SQLAlchemyError as exc:
+        # Not up yet, perhaps: workers start anyway and /readyz answers 503 until it is.
+        logging.getLogger("app.cli").warning(
+            "the database at %s does not answer yet (%s)",
+            schema.shown_url(settings.database_url),
+            type(exc).__name__,
+        )
+    except schema.NotMigrated as exc:
+        raise click.ClickException(f"{exc}\nHookbin did not start.") from None
+    finally:
+        engine.dispose()
+
+
+def _check_bins_file(settings: Settings) -> None:
     """Refuse to start on a broken bins file, before any worker tries to apply it."""
     from app import reserved_bin_names
     from app.bins import binsfile
 
-    resolved = Path(path).expanduser().resolve()
+    resolved = Path(settings.bins_file).expanduser().resolve()
     try:
         defined = binsfile.read(resolved, reserved_bin_names())
     except binsfile.BinsFileError as exc:
         raise click.ClickException(f"{exc}\nHookbin did not start.") from None
     # gunicorn runs from the project directory (--chdir): give it the file just checked.
     os.environ["HOOKBIN_BINS_FILE"] = str(resolved)
-    click.echo(binsfile.describe(resolved, defined))
+    _say(settings, binsfile.describe(resolved, defined))
 
 
 def _describe(settings: Settings) -> str:

@@ -23,6 +23,7 @@ from app.core import lifecycle
 from app.delivery import queue as forwardqueue
 from app.delivery.queue import Entry, Outcome
 from app.delivery.replay import TargetRefused, record_refusal, replay
+from app.ops import logs, metrics
 from app.storage.repository import Storage
 
 log = logging.getLogger(__name__)
@@ -156,13 +157,8 @@ class DeliveryLoop:
         """Make one try of ``entry``, store it as an attempt and settle the entry."""
         outcome: Outcome | None = None
         try:
-            outcome = self._try(entry)
-        except Exception as exc:  # noqa: BLE001 - count it as a failed try, keep delivering
-            log.exception("auto-forward of request %s failed", entry.request_id)
-            try:
-                outcome = self._settle(entry, delivered=False, error=f"internal error: {exc}")
-            except Exception:  # noqa: BLE001 - the lease lapses and the entry is tried again
-                log.exception("auto-forward: could not settle request %s", entry.request_id)
+            with logs.bind(bin_id=entry.bin_id, request_id=entry.request_id):
+                outcome = self._try_logged(entry)
         finally:
             with self._lock:
                 self._in_flight.pop(entry.id, None)
@@ -170,6 +166,18 @@ class DeliveryLoop:
                 self._schedule(outcome.retry_in)
             # The next entry of this bin may go now.
             self._wake.set()
+
+    def _try_logged(self, entry: Entry) -> Outcome | None:
+        try:
+            return self._try(entry)
+        except Exception as exc:  # noqa: BLE001 - count it as a failed try, keep delivering
+            log.exception("auto-forward of request %s failed", entry.request_id)
+            metrics.count_forward_attempt(metrics.ERROR)
+            try:
+                return self._settle(entry, delivered=False, error=f"internal error: {exc}")
+            except Exception:  # noqa: BLE001 - the lease lapses and the entry is tried again
+                log.exception("auto-forward: could not settle request %s", entry.request_id)
+                return None
 
     def _try(self, entry: Entry) -> Outcome | None:
         storage, settings = self._storage, self._settings
@@ -186,13 +194,20 @@ class DeliveryLoop:
             record_refusal(
                 storage, item, entry.url, "forward", str(exc), queue_id=entry.id, try_no=try_no
             )
+            metrics.count_forward_attempt(metrics.REFUSED)
             return self._settle(entry, delivered=False, error=f"refused: {exc}", give_up=True)
         status = attempt["status"]
         delivered = forwardqueue.is_success(status)
         error = None
         if not delivered:
             error = attempt["error"] or f"the target answered {status}"
-        return self._settle(entry, delivered=delivered, error=error)
+        outcome = self._settle(entry, delivered=delivered, error=error)
+        if delivered:
+            metrics.count_forward_attempt(metrics.DELIVERED)
+        else:
+            last = outcome is not None and outcome.state == forwardqueue.FAILED
+            metrics.count_forward_attempt(metrics.GAVE_UP if last else metrics.FAILED)
+        return outcome
 
     def _settle(
         self, entry: Entry, *, delivered: bool, error: str | None, give_up: bool = False

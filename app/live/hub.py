@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from app.ops import metrics
+
 log = logging.getLogger(__name__)
 
 Item = dict[str, Any]
@@ -146,6 +148,7 @@ class Hub:
         with self._lock:
             self._ensure_dispatcher()
             self._viewers.setdefault(bin_id, set()).add(viewer)
+        metrics.viewer_opened()
         # Registered before the starting point is read, so a request committed in between is
         # picked up by the wake-up below rather than lost.
         start = after_seq if after_seq is not None else self._last_seq(bin_id)
@@ -156,13 +159,16 @@ class Hub:
 
     def unsubscribe(self, viewer: Viewer) -> None:
         """Stop feeding ``viewer``."""
-        viewer.closed = True
         with self._lock:
+            if viewer.closed:
+                return
+            viewer.closed = True
             group = self._viewers.get(viewer.bin_id)
             if group is not None:
                 group.discard(viewer)
                 if not group:
                     del self._viewers[viewer.bin_id]
+        metrics.viewer_closed()
 
     def viewer_count(self) -> int:
         """How many viewers this process feeds."""
@@ -186,10 +192,10 @@ class Hub:
         """Feed this process's viewers of ``bin_ids`` in the calling thread (None: any bin).
 
         Called with the news of new requests: by the capture writer after a commit, before it
-        releases the batch, and by the notifier's listener. Waking the dispatcher instead made
-        each frame wait for the dispatcher's turn on the event loop and then for the viewer's
-        turn behind the batch's own answers; this way the viewers are woken
-        before those answers are. A bin nobody here watches costs a set lookup.
+        releases the batch, and by the notifier's listener. Done here rather than by the
+        dispatcher, so that frames need not wait for the dispatcher's turn on the event loop
+        and the viewers are woken before the batch's own answers. A bin nobody here watches
+        costs a set lookup.
         """
         for bin_id in bin_ids:
             if bin_id is None:

@@ -260,7 +260,9 @@ def make_engine(
     # JSON columns are written through orjson (``app.core.fastjson``: the same values as the
     # standard library writes). Reading stays with the standard library: settings come from
     # users, and orjson would turn a huge integer in them into a float.
-    json_codec = {"json_serializer": fastjson.dumps}
+    # hide_parameters: a failed statement's error (which gets logged) must not carry the
+    # captured headers and bodies it was writing, Authorization headers and secrets included.
+    json_codec = {"json_serializer": fastjson.dumps, "hide_parameters": True}
     if not url.startswith("sqlite"):
         return sa.create_engine(
             url, pool_pre_ping=True, pool_size=10, max_overflow=20, **json_codec
