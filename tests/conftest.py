@@ -174,22 +174,35 @@ def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def app_settings() -> dict[str, object]:
-    """Settings for ``app`` besides the database; override this fixture to change them."""
-    return {}
+def make_app(tmp_path: Path, migrated_sqlite: Path) -> Iterator[Callable[..., Flask]]:
+    """Build Hookbin apps in this process: ``make_app(**settings)`` (``Settings`` fields).
 
-
-@pytest.fixture
-def app(tmp_path: Path, migrated_sqlite: Path, app_settings: dict[str, object]) -> Iterator[Flask]:
-    """The Hookbin app, built by ``create_app`` in this process on a fresh migrated SQLite file."""
+    Each gets a fresh migrated SQLite file unless ``database`` names one to share (another app's
+    ``app.config["HOOKBIN"].database_url``). All are closed after the test.
+    """
     from app import create_app
     from app.config import Settings
 
-    db = tmp_path / "app.sqlite3"
-    shutil.copyfile(migrated_sqlite, db)
-    made = create_app(Settings(database_url=f"sqlite:///{db}", **app_settings))  # type: ignore[arg-type]
-    yield made
-    made.extensions["hookbin"].close()
+    made: list[Flask] = []
+
+    def make(database: str | None = None, **settings: object) -> Flask:
+        if database is None:
+            db = tmp_path / f"app-{len(made)}.sqlite3"
+            shutil.copyfile(migrated_sqlite, db)
+            database = f"sqlite:///{db}"
+        built = create_app(Settings(database_url=database, **settings))  # type: ignore[arg-type]
+        made.append(built)
+        return built
+
+    yield make
+    for built in made:
+        built.extensions["hookbin"].close()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    """The Hookbin app, built by ``create_app`` in this process on a fresh migrated SQLite file."""
+    return make_app()
 
 
 @pytest.fixture
