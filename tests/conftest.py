@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -53,15 +54,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@dataclass
-class Server:
-    """One running ``hookbin serve``."""
+class Listening:
+    """Something serving Hookbin on ``port`` of 127.0.0.1."""
 
     port: int
-    database_url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -75,6 +71,17 @@ class Server:
         response = httpx.post(f"{self.url}/api/bins", timeout=10)
         assert response.status_code == 201, response.text
         return response.json()
+
+
+@dataclass
+class Server(Listening):
+    """One running ``hookbin serve``."""
+
+    port: int
+    database_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -203,6 +210,39 @@ def make_app(tmp_path: Path, migrated_sqlite: Path) -> Iterator[Callable[..., Fl
 def app(make_app: Callable[..., Flask]) -> Flask:
     """The Hookbin app, built by ``create_app`` in this process on a fresh migrated SQLite file."""
     return make_app()
+
+
+@dataclass
+class ThreadServer(Listening):
+    """An in-process app served over HTTP by werkzeug's threaded server, for tests of what the
+    app does over time (deliveries, retries) that need no gunicorn: no process to start."""
+
+    port: int
+    app: Flask
+
+
+@pytest.fixture
+def thread_server(make_app: Callable[..., Flask]) -> Iterator[Callable[..., ThreadServer]]:
+    """``thread_server(**settings)``: an app from ``make_app`` listening on a free port."""
+    from werkzeug.serving import make_server
+
+    running: list[tuple[object, threading.Thread]] = []
+
+    def start(**settings: object) -> ThreadServer:
+        http = make_server("127.0.0.1", 0, lambda environ, start_response: [], threaded=True)
+        # The app learns its port as ``hookbin serve`` tells it (replays to itself are refused).
+        http.app = make_app(listen_port=http.server_port, **settings)
+        # A short poll interval: shutting the server down waits for its loop to look.
+        thread = threading.Thread(target=http.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        running.append((http, thread))
+        return ThreadServer(http.server_port, http.app)
+
+    yield start
+    for http, thread in running:
+        http.shutdown()  # type: ignore[attr-defined]
+        http.server_close()  # type: ignore[attr-defined]
+        thread.join(timeout=10)
 
 
 @pytest.fixture
