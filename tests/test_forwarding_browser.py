@@ -42,9 +42,9 @@ def one_try_server(sqlite_url: str, tmp_path: Path) -> Iterator[Server]:
 
 
 def test_a_failed_forward_is_shown_and_retried_from_the_page(
-    page: Page,
     one_try_server: Server,
     target: Target,
+    page: Page,  # after the server: the page closes before the server stops
 ) -> None:
     """A developer's server was down for the first webhook: the page says so, one click resends."""
     srv = one_try_server
