@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -268,12 +269,13 @@ def _libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A brand-new PostgreSQL database, migrated, dropped afterwards.
+@contextmanager
+def new_postgres_database() -> Iterator[str]:
+    """A brand-new PostgreSQL database, migrated, dropped afterwards; yields its URL.
 
-    Skips with the reason when no server answers at HOOKBIN_TEST_POSTGRES_URL (default
-    postgresql+psycopg://postgres@127.0.0.1:5432/test).
+    Each has a random name, so tests on parallel workers never share one. Skips with the reason
+    when no server answers at HOOKBIN_TEST_POSTGRES_URL (default
+    postgresql+psycopg://postgres@127.0.0.1:5432/test), or fails with HOOKBIN_REQUIRE_POSTGRES.
     """
     from sqlalchemy.engine import make_url
 
@@ -295,6 +297,13 @@ def postgres_url() -> Iterator[str]:
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A brand-new PostgreSQL database for one test (see ``new_postgres_database``)."""
+    with new_postgres_database() as url:
+        yield url
 
 
 # -- the browser stories: Debian's Chromium driven by Playwright ----------------------------------

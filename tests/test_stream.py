@@ -54,17 +54,20 @@ class Viewer:
         self.ws.close()
 
 
+#: One client, a new connection per request: each capture lands on whichever worker accepts it.
+_SENDER = httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def _capture(server: Server, bin_id: str, n: int, prefix: str = "n") -> list[str]:
     ids = []
-    with httpx.Client(timeout=10) as client:
-        for i in range(n):
-            response = client.post(f"{server.url}/h/{bin_id}/{prefix}{i}", content=f"{i}".encode())
-            assert response.status_code == 200
-            ids.append(response.json()["request_id"])
+    for i in range(n):
+        response = _SENDER.post(f"{server.url}/h/{bin_id}/{prefix}{i}", content=f"{i}".encode())
+        assert response.status_code == 200
+        ids.append(response.json()["request_id"])
     return ids
 
 
-def _subscribed(server: Server, bin_id: str, viewers: list[Viewer]) -> None:
+def subscribed(server: Server, bin_id: str, viewers: list[Viewer]) -> None:
     """Return once the server streams new requests to every viewer, forgetting the probes.
 
     The handshake completes before the server subscribes a viewer, and a request captured in
@@ -95,7 +98,7 @@ def test_a_viewer_gets_each_new_request_once(shared_server: Server) -> None:
     bin_ = shared_server.create_bin()
     viewer = Viewer(shared_server, bin_["id"])
     try:
-        _subscribed(shared_server, bin_["id"], [viewer])
+        subscribed(shared_server, bin_["id"], [viewer])
         ids = _capture(shared_server, bin_["id"], 5)
         items = viewer.wait_for(5)
         _last_then_exactly(shared_server, bin_["id"], [viewer], ids)
@@ -137,7 +140,7 @@ def _fan_in(capture_servers: list[Server], view_servers: list[Server], n: int = 
     bin_ = capture_servers[0].create_bin()
     viewers = [Viewer(s, bin_["id"]) for s in view_servers for _ in range(3)]
     try:
-        _subscribed(capture_servers[0], bin_["id"], viewers)
+        subscribed(capture_servers[0], bin_["id"], viewers)
         ids: list[str] = []
         for i in range(n):
             server = capture_servers[i % len(capture_servers)]
@@ -178,7 +181,7 @@ def test_viewer_resumes_after_a_server_restart(tmp_path: Path, sqlite_url: str) 
     srv = start_server(sqlite_url, tmp_path)
     bin_ = srv.create_bin()
     viewer = Viewer(srv, bin_["id"])
-    _subscribed(srv, bin_["id"], [viewer])
+    subscribed(srv, bin_["id"], [viewer])
     first = _capture(srv, bin_["id"], 3)
     assert [i["id"] for i in viewer.wait_for(3)] == first
     srv.stop()
