@@ -233,6 +233,8 @@ def thread_server(make_app: Callable[..., Flask]) -> Iterator[Callable[..., Thre
         http = make_server("127.0.0.1", 0, lambda environ, start_response: [], threaded=True)
         # The app learns its port as ``hookbin serve`` tells it (replays to itself are refused).
         http.app = make_app(listen_port=http.server_port, **settings)
+        # What a gunicorn worker does once it is ready: start deliveries and notifications.
+        http.app.extensions["hookbin"].start()
         # A short poll interval: shutting the server down waits for its loop to look.
         thread = threading.Thread(target=http.serve_forever, args=(0.05,), daemon=True)
         thread.start()

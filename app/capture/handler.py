@@ -22,6 +22,7 @@ from app.capture.delivery_ids import delivery_of
 from app.config import Settings
 from app.core import fastjson
 from app.core.clock import utcnow
+from app.delivery import via
 from app.rules import plan
 from app.rules.hits import BinGone, RuleHits
 from app.rules.limits import NO_BODY_STATUSES
@@ -240,7 +241,12 @@ def make_capture_app(
             signing_rev=bin_["signing_rev"],
             delivery_id=delivery_of(headers, body).key,
             # Queued in the capture's own transaction (see ``app.delivery.queue``).
-            forward_url=bin_["forward_url"] if bin_["auto_forward"] else None,
+            # Never Hookbin's own forward come back: stored, not forwarded again.
+            forward_url=(
+                bin_["forward_url"]
+                if bin_["auto_forward"] and not via.looped(headers, storage.deployment_id())
+                else None
+            ),
         )
         planned = None
         responses = bin_.get("responses")

@@ -60,7 +60,7 @@ def _not_found(_exc: Exception) -> tuple[Response | str, int]:
 def _database_unavailable(exc: SQLAlchemyError) -> tuple[Response, int]:
     # The database is away or refused the work (a lost connection, a full disk, a lock held too
     # long): a passing condition, so clients are told to retry rather than shown a crash.
-    current_app.logger.error("database error on %s %s: %s", request.method, request.path, exc)
+    current_app.logger.error("database error on %s %s", request.method, request.path, exc_info=exc)
     response = current_app.json.response({"error": "the database is unavailable; retry"})
     response.headers["Retry-After"] = "1"
     return response, 503
