@@ -55,7 +55,10 @@ def _build_assets() -> None:
 def serve(host: str, port: int, workers: int) -> None:
     """Run Hookbin under gunicorn (migrating an SQLite database first)."""
     os.environ["HOOKBIN_LISTEN_PORT"] = str(port)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        raise click.ClickException(f"{exc}\nHookbin did not start.") from None
     if settings.bins_file:
         _check_bins_file(settings.bins_file)
     if settings.is_sqlite:

@@ -43,6 +43,9 @@ def _bin_item(row: sa.Row[Any]) -> dict[str, Any]:
         "responses": row.responses,
         # Defined by the HOOKBIN_BINS_FILE file: its settings are rewritten at every start.
         "managed": bool(row.managed),
+        # Overrides of the server's retention and cap (None: the server's; 0: none).
+        "retention_seconds": row.retention_seconds,
+        "max_requests": row.max_requests,
     }
 
 
@@ -79,17 +82,19 @@ def get_bin(engine: Engine, bin_id: str) -> dict[str, Any] | None:
     return _bin_item(row) if row else None
 
 
+_SETTABLE = frozenset(
+    {"forward_url", "auto_forward", "signing", "responses", "retention_seconds", "max_requests"}
+)
+
+
 def update_bin(engine: Engine, bin_id: str, **changes: Any) -> dict[str, Any] | None:
-    """Set ``forward_url``, ``auto_forward``, ``signing`` and/or ``responses``; returns the bin.
+    """Set ``forward_url``, ``auto_forward``, ``signing``, ``responses``, ``retention_seconds``
+    and/or ``max_requests``; returns the bin.
 
     Changing ``signing`` moves the bin's ``signing_rev`` on, so stored verdicts get re-checked.
     Saving ``responses`` (validated by ``app.rules``) starts the bin's rule counters over.
     """
-    allowed: dict[str, Any] = {
-        k: v
-        for k, v in changes.items()
-        if k in {"forward_url", "auto_forward", "signing", "responses"}
-    }
+    allowed: dict[str, Any] = {k: v for k, v in changes.items() if k in _SETTABLE}
     if "signing" in allowed:
         allowed["signing_rev"] = bins.c.signing_rev + 1
     if "responses" in allowed and allowed["responses"] is None:
