@@ -1,5 +1,5 @@
 """The background purge: requests past their bin's retention or beyond its cap are deleted within
-seconds, a few hundred per transaction, without holding captures back.
+seconds, about a hundred per transaction, without holding captures back.
 
 Every process runs a ``PurgeLoop``; one process per deployment purges at a time, the holder of
 the ``PurgeLease`` (a ``flock`` next to an SQLite file, a session advisory lock on PostgreSQL),
@@ -15,9 +15,10 @@ work is left):
   stops at the first request too new to go.
 
 Deletes go through ``Storage.write`` (off the event loop on SQLite, queued with the capture
-writer on the write lock) and each is followed by a pause at least as long as it took, so the
-purge never has the write lock more than about half the time. Live viewers read "after the last
-sequence I sent", which rows vanishing below cannot disturb.
+writer on the write lock) and each is followed by a pause twice as long as it took, so the purge
+never has the write lock more than about a third of the time: under a load that saturates the
+machine it falls behind for a while rather than slowing captures down. Live viewers read "after
+the last sequence I sent", which rows vanishing below cannot disturb.
 """
 
 from __future__ import annotations
@@ -297,5 +298,5 @@ class PurgeLoop:
                     self.on_purged(deleted)
                 except Exception:  # noqa: BLE001 - counting must never stop the purge
                     log.exception("purge: the on_purged callback failed")
-        time.sleep(max(_MIN_PAUSE, took))  # cooperative under gevent: captures get the lock
+        time.sleep(max(_MIN_PAUSE, 2 * took))  # cooperative under gevent: captures get the lock
         return result

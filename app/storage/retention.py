@@ -1,5 +1,5 @@
 """Retention and caps in SQL: which captured requests have outlived their bin's limits, and
-deleting them a few hundred at a time.
+deleting them about a hundred at a time.
 
 A bin keeps its requests for ``retention_seconds`` and at most its newest ``max_requests``; a bin
 that sets neither (NULL) follows the server's settings, and 0 means "no limit". The writing
@@ -29,7 +29,7 @@ from app.storage.writes import write_transaction
 
 #: Requests deleted (or sequences looked at) per transaction: each one holds the write lock for
 #: a few milliseconds, so captures queued behind it wait no longer than that.
-BATCH = 300
+BATCH = 100
 
 
 def effective(override: int | None, default: int) -> int:
