@@ -10,13 +10,15 @@
 Each table under ``bins`` defines one bin; its key is the bin's name, which is its id and so the
 last segment of its capture URL (``/h/stripe-dev``; the rule is in ``names``). A bin's keys,
 all optional: ``forward_url``, ``auto_forward``, ``signing`` ({provider, secrets}, checked by
-``verdicts.validate_signing``) and ``responses`` (checked by ``app.rules.validate``). A secret
+``verdicts.validate_signing``), ``responses`` (checked by ``app.rules.validate``), ``retention``
+(a duration such as ``"7d"``, or seconds) and ``max_requests`` (checked by ``settings``). A secret
 written ``"env:NAME"`` is read from the environment variable NAME, so no secret needs to sit in
 the file.
 
 At every app start the file is read and applied: a bin it defines is created when missing and
 otherwise has its settings rewritten from the file (a key left out means its default: no forward
-target, auto-forward off, no signing, the standard answer); those bins are ``managed``. A bin
+target, auto-forward off, no signing, the standard answer, the server's retention and cap);
+those bins are ``managed``. A bin
 that is no longer in the file keeps its URL and what it caught but becomes an ordinary bin
 (``managed`` false). Every worker of every instance applies the file as it starts, concurrently;
 the steps below tolerate each other, and the result is the same whichever runs first.
@@ -37,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from app.bins.names import InvalidName, check_name
-from app.bins.settings import check_forward_url
+from app.bins.settings import check_forward_url, check_max_requests, check_retention
 from app.core.clock import utcnow
 from app.core.invalid import Invalid
 from app.rules.validate import validate_responses
@@ -47,7 +49,7 @@ from app.storage.repository import Storage
 
 log = logging.getLogger(__name__)
 
-_BIN_KEYS = ("forward_url", "auto_forward", "signing", "responses")
+_BIN_KEYS = ("forward_url", "auto_forward", "signing", "responses", "retention", "max_requests")
 _SIGNING_KEYS = ("provider", "secrets")
 ENV_PREFIX = "env:"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -76,6 +78,8 @@ class FileBin:
     auto_forward: bool = False
     signing: dict[str, Any] | None = None
     responses: dict[str, Any] | None = None
+    retention_seconds: int | None = None
+    max_requests: int | None = None
 
     def settings(self) -> dict[str, Any]:
         """The bin's columns as the file wants them."""
@@ -84,6 +88,8 @@ class FileBin:
             "auto_forward": self.auto_forward,
             "signing": self.signing,
             "responses": self.responses,
+            "retention_seconds": self.retention_seconds,
+            "max_requests": self.max_requests,
             "managed": True,
         }
 
@@ -168,7 +174,12 @@ def _parse_bin(
     responses = None
     if "responses" in spec:
         responses = _responses(spec["responses"], fail)
-    return FileBin(name, forward_url, auto_forward, signing, responses)
+    try:
+        retention = check_retention(spec.get("retention"))
+        max_requests = check_max_requests(spec.get("max_requests"))
+    except Invalid as exc:
+        raise fail(str(exc)) from None
+    return FileBin(name, forward_url, auto_forward, signing, responses, retention, max_requests)
 
 
 def _signing(value: Any, env: Mapping[str, str], fail: Any) -> dict[str, Any] | None:

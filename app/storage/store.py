@@ -46,6 +46,9 @@ def _bin_item(row: sa.Row[Any]) -> dict[str, Any]:
         # Access (never shown): the API token's digest and the view link's salt.
         "token_hash": row.token_hash,
         "page_key_salt": row.page_key_salt,
+        # Overrides of the server's retention and cap (None: the server's; 0: none).
+        "retention_seconds": row.retention_seconds,
+        "max_requests": row.max_requests,
     }
 
 
@@ -93,18 +96,28 @@ def get_bin(engine: Engine, bin_id: str) -> dict[str, Any] | None:
     return _bin_item(row) if row else None
 
 
+_SETTABLE = frozenset(
+    {
+        "forward_url",
+        "auto_forward",
+        "signing",
+        "responses",
+        "retention_seconds",
+        "max_requests",
+        "token_hash",
+        "page_key_salt",
+    }
+)
+
+
 def update_bin(engine: Engine, bin_id: str, **changes: Any) -> dict[str, Any] | None:
-    """Set ``forward_url``, ``auto_forward``, ``signing`` and/or ``responses``; returns the bin.
+    """Set ``forward_url``, ``auto_forward``, ``signing``, ``responses``, ``retention_seconds``
+    and/or ``max_requests``; returns the bin.
 
     Changing ``signing`` moves the bin's ``signing_rev`` on, so stored verdicts get re-checked.
     Saving ``responses`` (validated by ``app.rules``) starts the bin's rule counters over.
     """
-    allowed: dict[str, Any] = {
-        k: v
-        for k, v in changes.items()
-        if k
-        in {"forward_url", "auto_forward", "signing", "responses", "token_hash", "page_key_salt"}
-    }
+    allowed: dict[str, Any] = {k: v for k, v in changes.items() if k in _SETTABLE}
     if "signing" in allowed:
         allowed["signing_rev"] = bins.c.signing_rev + 1
     if "responses" in allowed and allowed["responses"] is None:

@@ -11,6 +11,7 @@ from werkzeug.wrappers import Response
 from app.bins import names, paging
 from app.bins.settings import changes_from_form, check_target_url
 from app.capture.handler import CAPTURE_PREFIX
+from app.config import format_duration
 from app.core.invalid import Invalid
 from app.delivery.queue import describe, retry_now, state_of
 from app.delivery.replay import TargetRefused, replay
@@ -39,6 +40,18 @@ def _responses_fields(bin_: dict[str, Any]) -> dict[str, str]:
 @bp.app_context_processor
 def _responses_placeholder() -> dict[str, Any]:
     return {"rules_placeholder": answerform.RULES_PLACEHOLDER}
+
+
+@bp.app_template_filter("duration")
+def _duration(seconds: int | None) -> str:
+    return "" if seconds is None else format_duration(seconds)
+
+
+@bp.app_context_processor
+def _server_limits() -> dict[str, Any]:
+    settings = services().settings
+    shown = format_duration(settings.retention_seconds)
+    return {"server_limits": {"retention": shown, "max_requests": settings.bin_max_requests}}
 
 
 @bp.app_template_filter("size")
@@ -277,6 +290,8 @@ def _settings_refused(bin_: dict[str, Any], refused: Invalid) -> str | tuple[str
     if "signing_provider" in form:
         secrets = (form.get("signing_secrets") or "").splitlines()
         shown["signing"] = {"provider": form["signing_provider"], "secrets": secrets}
+    if "retention" in form or "max_requests" in form:
+        shown["limits_typed"] = {k: form.get(k, "") for k in ("retention", "max_requests")}
     # A responses error shows inside that section, which the page may have folded away.
     where = "responses_error" if refused.field == "responses" else "settings_error"
     typed = {"responses_typed": answerform.typed(form), where: str(refused)}
@@ -289,7 +304,7 @@ def _settings_refused(bin_: dict[str, Any], refused: Invalid) -> str | tuple[str
 
 @bp.post("/bins/<bin_id>/settings")
 def bin_settings(bin_id: str) -> Response | str | tuple[str, int]:
-    """Save the forward target, the auto-forward switch, the signing secrets and responses."""
+    """Save the forward target, the auto-forward switch, signing secrets, responses and limits."""
     bin_ = bin_or_404(bin_id)
     try:
         # Signing and responses are in only when changed: a change re-checks every stored
