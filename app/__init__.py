@@ -54,7 +54,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         # After every route is registered: names in the bins file may not shadow any of them.
         binsfile.apply(services.storage, settings.bins_file, reserved_names(app.url_map))
 
-    capture = make_capture_app(settings, services.storage, services.batcher, services.delivery.wake)
+    capture = make_capture_app(
+        settings, services.storage, services.batcher, services.delivery.wake, services.limits
+    )
     wsgi = CaptureDispatcher(capture, app.wsgi_app)
     if settings.proxy_hops:
         wsgi = ProxyFix(

@@ -19,6 +19,8 @@ from app.config import Settings
 from app.core import lifecycle
 from app.core.blocking import run_blocking
 from app.delivery.loop import DeliveryLoop
+from app.limits.counts import add_hits
+from app.limits.policy import Limits, build_limits
 from app.live.hub import Hub
 from app.live.pubsub import Notifier, make_notifier
 from app.storage.batcher import CommitBatcher
@@ -46,6 +48,8 @@ class Services:
     writer_engine: Engine | None = None
     #: SQLite: the background checkpoints of the capture writer's log.
     checkpointer: Checkpointer | None = None
+    #: Rate limits on captures and bin creation (each None when off).
+    limits: Limits = field(default_factory=Limits)
     _started_pid: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -159,6 +163,10 @@ def build_services(settings: Settings) -> Services:
         linger_seconds=settings.commit_linger_ms / 1000.0,
         idle_max_seconds=settings.commit_idle_max_ms / 1000.0,
     )
+
+    def count_hits(scope: str, key: str, window: int, hits: int, sweep: int | None) -> int:
+        return storage.write(add_hits, scope, key, window, hits, sweep_before=sweep)
+
     services = Services(
         settings=settings,
         engine=engine,
@@ -170,6 +178,7 @@ def build_services(settings: Settings) -> Services:
         writes=writes,
         writer_engine=writer_engine,
         checkpointer=checkpointer,
+        limits=build_limits(settings, count_hits),
     )
     # Under gunicorn, deliveries left pending (by a restart, by other processes) resume without
     # waiting for a first request to this worker.

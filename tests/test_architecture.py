@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "app.delivery": 3,
     "app.live": 3,
     "app.bins": 3,
+    "app.limits": 3,
     "app.wiring": 4,
     "app.web": 5,
     "app": 6,  # the app factory

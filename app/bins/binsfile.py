@@ -10,7 +10,8 @@
 Each table under ``bins`` defines one bin; its key is the bin's name, which is its id and so the
 last segment of its capture URL (``/h/stripe-dev``; the rule is in ``names``). A bin's keys,
 all optional: ``forward_url``, ``auto_forward``, ``signing`` ({provider, secrets}, checked by
-``verdicts.validate_signing``) and ``responses`` (checked by ``app.rules.validate``). A secret
+``verdicts.validate_signing``), ``responses`` (checked by ``app.rules.validate``), ``senders``
+and ``senders_action`` (checked by ``settings``, as the API checks them). A secret
 written ``"env:NAME"`` is read from the environment variable NAME, so no secret needs to sit in
 the file.
 
@@ -37,7 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from app.bins.names import InvalidName, check_name
-from app.bins.settings import check_forward_url
+from app.bins.settings import check_forward_url, check_senders, check_senders_action
 from app.core.clock import utcnow
 from app.core.invalid import Invalid
 from app.rules.validate import validate_responses
@@ -47,7 +48,7 @@ from app.storage.repository import Storage
 
 log = logging.getLogger(__name__)
 
-_BIN_KEYS = ("forward_url", "auto_forward", "signing", "responses")
+_BIN_KEYS = ("forward_url", "auto_forward", "signing", "responses", "senders", "senders_action")
 _SIGNING_KEYS = ("provider", "secrets")
 ENV_PREFIX = "env:"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -76,6 +77,8 @@ class FileBin:
     auto_forward: bool = False
     signing: dict[str, Any] | None = None
     responses: dict[str, Any] | None = None
+    senders: list[str] | None = None
+    senders_action: str = "refuse"
 
     def settings(self) -> dict[str, Any]:
         """The bin's columns as the file wants them."""
@@ -84,6 +87,8 @@ class FileBin:
             "auto_forward": self.auto_forward,
             "signing": self.signing,
             "responses": self.responses,
+            "senders": self.senders,
+            "senders_action": self.senders_action,
             "managed": True,
         }
 
@@ -168,7 +173,12 @@ def _parse_bin(
     responses = None
     if "responses" in spec:
         responses = _responses(spec["responses"], fail)
-    return FileBin(name, forward_url, auto_forward, signing, responses)
+    try:
+        senders = check_senders(spec.get("senders"))
+        senders_action = check_senders_action(spec.get("senders_action"))
+    except Invalid as exc:
+        raise fail(str(exc)) from None
+    return FileBin(name, forward_url, auto_forward, signing, responses, senders, senders_action)
 
 
 def _signing(value: Any, env: Mapping[str, str], fail: Any) -> dict[str, Any] | None:
@@ -281,7 +291,7 @@ def _db_values(values: dict[str, Any]) -> dict[str, Any]:
     # SQL NULL rather than a JSON "null" document for settings that are not set, exactly as in a
     # bin freshly made through the API.
     return {
-        k: sa.null() if v is None and k in ("signing", "responses") else v
+        k: sa.null() if v is None and k in ("signing", "responses", "senders") else v
         for k, v in values.items()
     }
 

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from app.core.invalid import Invalid
+from app.limits import senders as senderlist
 from app.rules import form as answerform
 from app.rules.validate import validate_responses
 from app.signing.verdicts import validate_signing
@@ -28,6 +29,8 @@ __all__ = [
     "check_forward_url",
     "check_name",
     "check_responses",
+    "check_senders",
+    "check_senders_action",
     "check_signing",
     "check_target_url",
 ]
@@ -100,12 +103,30 @@ def check_responses(value: Any) -> dict[str, Any] | None:
         raise Invalid("responses", str(exc)) from None
 
 
+def check_senders(value: Any) -> list[str] | None:
+    """The addresses and CIDR ranges that may send, canonical; None (or []) lets everyone."""
+    try:
+        return senderlist.parse_senders(value)
+    except ValueError as exc:
+        raise Invalid("senders", str(exc)) from None
+
+
+def check_senders_action(value: Any) -> str:
+    """What befalls a sender outside the list: ``refuse`` (the default, for None) or ``mark``."""
+    try:
+        return senderlist.parse_action(value)
+    except ValueError as exc:
+        raise Invalid("senders_action", str(exc)) from None
+
+
 #: The settings a program may change, each with its check, in the order they are checked.
 SETTINGS: dict[str, Callable[[Any], Any]] = {
     "forward_url": check_forward_url,
     "auto_forward": check_auto_forward,
     "signing": check_signing,
     "responses": check_responses,
+    "senders": check_senders,
+    "senders_action": check_senders_action,
 }
 
 
@@ -121,7 +142,8 @@ def changes_from_form(form: Mapping[str, str], bin_: Mapping[str, Any]) -> dict[
     """The checked changes the bin page's settings form asks for.
 
     The form always carries the forward target and the switch (an unticked checkbox is not
-    sent); the signing and responses sections only when the page shows them. Signing and
+    sent); the signing, responses and senders sections only when the page shows them (senders
+    one per line, blank lines ignored). Signing and
     responses count as changes only when they differ from what ``bin_`` has, because a change
     re-checks every stored signature or starts the rule counters over.
     """
@@ -141,4 +163,9 @@ def changes_from_form(form: Mapping[str, str], bin_: Mapping[str, Any]) -> dict[
             raise Invalid("responses", str(exc)) from None
         if responses != bin_.get("responses"):
             changes["responses"] = responses
+    if "senders" in form:
+        lines = [line.strip() for line in (form.get("senders") or "").splitlines()]
+        changes["senders"] = check_senders([line for line in lines if line])
+    if "senders_action" in form:
+        changes["senders_action"] = check_senders_action(form.get("senders_action"))
     return changes

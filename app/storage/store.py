@@ -43,6 +43,9 @@ def _bin_item(row: sa.Row[Any]) -> dict[str, Any]:
         "responses": row.responses,
         # Defined by the HOOKBIN_BINS_FILE file: its settings are rewritten at every start.
         "managed": bool(row.managed),
+        # Addresses and ranges that may send (None: everyone), and what befalls the others.
+        "senders": row.senders,
+        "senders_action": row.senders_action or "refuse",
     }
 
 
@@ -80,7 +83,8 @@ def get_bin(engine: Engine, bin_id: str) -> dict[str, Any] | None:
 
 
 def update_bin(engine: Engine, bin_id: str, **changes: Any) -> dict[str, Any] | None:
-    """Set ``forward_url``, ``auto_forward``, ``signing`` and/or ``responses``; returns the bin.
+    """Set ``forward_url``, ``auto_forward``, ``signing``, ``responses``, ``senders`` and/or
+    ``senders_action``; returns the bin.
 
     Changing ``signing`` moves the bin's ``signing_rev`` on, so stored verdicts get re-checked.
     Saving ``responses`` (validated by ``app.rules``) starts the bin's rule counters over.
@@ -88,12 +92,13 @@ def update_bin(engine: Engine, bin_id: str, **changes: Any) -> dict[str, Any] | 
     allowed: dict[str, Any] = {
         k: v
         for k, v in changes.items()
-        if k in {"forward_url", "auto_forward", "signing", "responses"}
+        if k in {"forward_url", "auto_forward", "signing", "responses", "senders", "senders_action"}
     }
     if "signing" in allowed:
         allowed["signing_rev"] = bins.c.signing_rev + 1
-    if "responses" in allowed and allowed["responses"] is None:
-        allowed["responses"] = sa.null()  # SQL NULL, not a JSON "null" document
+    for name in ("responses", "senders"):
+        if name in allowed and allowed[name] is None:
+            allowed[name] = sa.null()  # SQL NULL, not a JSON "null" document
     with engine.begin() as conn:
         if allowed:
             conn.execute(sa.update(bins).where(bins.c.id == bin_id).values(**allowed))
@@ -156,6 +161,8 @@ def _request_item(row: sa.Row[Any]) -> dict[str, Any]:
             if row.answer_status is None
             else {"status": row.answer_status, "rule": row.answer_rule}
         ),
+        # True: kept from a sender outside the bin's list; None: the bin had no list.
+        "sender_unlisted": row.sender_unlisted,
     }
 
 

@@ -17,6 +17,7 @@ from app.inspect.bodyview import build_view
 from app.inspect.display import hex_dump, human_size
 from app.rules import form as answerform
 from app.signing.common import PROVIDERS
+from app.web.api import creation_refused
 from app.web.lookup import bin_or_404, request_in_bin, services, storage, verdicts_of
 from app.web.urls import capture_url
 
@@ -76,9 +77,17 @@ def index() -> str:
 
 
 @bp.post("/bins")
-def create_bin() -> Response | tuple[str, int]:
+def create_bin() -> Response | tuple[str, int] | tuple[Response, int]:
     """Create a bin (named when the form gives a name) and go to its page."""
     name = (request.form.get("name") or "").strip()
+    refused = creation_refused()
+    if refused is not None:
+        if request.accept_mimetypes.best_match(["application/json", "text/html"]) != "text/html":
+            return refused
+        # A person at the form: the page again, saying why and for how long.
+        response, status = refused
+        page = render_template("index.html", name=name, name_error=response.get_json()["error"])
+        return Response(page, status, {"Retry-After": response.headers["Retry-After"]})
     try:
         created = names.create_bin(storage(), name or None, current_app.url_map)
     except names.NameRefused as exc:
@@ -266,6 +275,9 @@ def _settings_refused(bin_: dict[str, Any], refused: Invalid) -> str | tuple[str
     if "signing_provider" in form:
         secrets = (form.get("signing_secrets") or "").splitlines()
         shown["signing"] = {"provider": form["signing_provider"], "secrets": secrets}
+    if "senders" in form:
+        shown["senders"] = (form.get("senders") or "").splitlines()
+        shown["senders_action"] = form.get("senders_action", bin_.get("senders_action"))
     # A responses error shows inside that section, which the page may have folded away.
     where = "responses_error" if refused.field == "responses" else "settings_error"
     typed = {"responses_typed": answerform.typed(form), where: str(refused)}

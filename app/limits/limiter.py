@@ -1,0 +1,103 @@
+"""A rate limit shared by every process: fixed windows, counted locally, added up in chunks.
+
+Each process counts the hits it admits per key and window, and adds them to the shared count
+(``counts.add_hits``, which returns the window's total) once it has ``Rate.chunk`` of them. It
+admits a hit while the last total it saw plus its own unshared hits stay under the limit; when a
+hit would reach the limit by that reckoning, it shares its hits first and decides on the fresh
+total. So a hit is refused only once the limit's worth of hits was really admitted (by all
+processes together), and the count can overshoot by the hits other processes have not shared
+yet: at most about one chunk per process (docs/limits.md states the bound). A key found full
+stays full in this process until the window ends, so refused hits cost no database work at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from app.limits.counts import STALE_SECONDS
+from app.limits.rates import Rate
+
+log = logging.getLogger(__name__)
+
+#: ``sync(scope, key, window, hits, sweep_before)`` -> the window's shared total after adding.
+Sync = Callable[[str, str, int, int, "int | None"], int]
+
+# Entries kept per process before those of past windows are dropped.
+_MAX_KEYS = 10_000
+_SWEEP_EVERY_SECONDS = 60.0
+
+
+@dataclass
+class _Count:
+    """One key's count in this process, for the window that started at ``window``."""
+
+    window: int
+    seen: int = 0  # the shared total at this process's last sync
+    unshared: int = 0  # hits admitted here since then
+    full: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Limiter:
+    """One rate limit (``scope``: "bin", "source" or "create") over keys such as a bin id."""
+
+    def __init__(
+        self, scope: str, rate: Rate, sync: Sync, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.scope = scope
+        self.rate = rate
+        self._sync = sync
+        self._clock = clock
+        self._counts: dict[str, _Count] = {}
+        self._next_sweep = 0.0
+
+    def hit(self, key: str) -> int | None:
+        """Count one hit on ``key``: None when it is admitted, else the seconds until the
+        window frees (for ``Retry-After``)."""
+        while True:
+            count = self._current(key, self.rate.window(self._clock()))
+            with count.lock:
+                now = self._clock()
+                if count.window == self.rate.window(now):
+                    return self._count_in(key, count, now)
+            # The window ended while this hit waited for another one's sync: count it anew.
+
+    def _count_in(self, key: str, count: _Count, now: float) -> int | None:
+        limit = self.rate.count
+        if not count.full and count.seen + count.unshared >= limit:
+            # By this process's reckoning the limit is reached: decide on the shared total.
+            self._share(key, count, now)
+            count.full = count.seen >= limit
+        if count.full:
+            return self.rate.retry_after(now)
+        count.unshared += 1
+        if count.unshared >= self.rate.chunk:
+            self._share(key, count, now)
+        return None
+
+    def _current(self, key: str, window: int) -> _Count:
+        count = self._counts.get(key)
+        if count is None or count.window < window:
+            if count is None and len(self._counts) >= _MAX_KEYS:
+                self._counts = {k: c for k, c in self._counts.items() if c.window >= window}
+            # Hits not yet shared belong to a window that is over: nobody needs them.
+            count = self._counts[key] = _Count(window)
+        return count
+
+    def _share(self, key: str, count: _Count, now: float) -> None:
+        """Add this process's unshared hits to the shared count and remember the total."""
+        sweep = None
+        if now >= self._next_sweep:
+            self._next_sweep = now + _SWEEP_EVERY_SECONDS
+            sweep = int(now) - STALE_SECONDS
+        try:
+            count.seen = self._sync(self.scope, key, count.window, count.unshared, sweep)
+        except Exception:  # noqa: BLE001 - a limit that cannot be counted refuses nobody
+            log.exception("could not update the %s rate count of %s", self.scope, key)
+            self._next_sweep = 0.0 if sweep is not None else self._next_sweep
+            return
+        count.unshared = 0
