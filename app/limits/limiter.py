@@ -1,13 +1,13 @@
 """A rate limit shared by every process: fixed windows, counted locally, added up in chunks.
 
-Each process counts the hits it admits per key and window, and adds them to the shared count
-(``counts.add_hits``, which returns the window's total) once it has ``Rate.chunk`` of them. It
-admits a hit while the last total it saw plus its own unshared hits stay under the limit; when a
-hit would reach the limit by that reckoning, it shares its hits first and decides on the fresh
-total. So a hit is refused only once the limit's worth of hits was really admitted (by all
-processes together), and the count can overshoot by the hits other processes have not shared
-yet: at most about one chunk per process (docs/limits.md states the bound). A key found full
-stays full in this process until the window ends, so refused hits cost no database work at all.
+Each process counts the hits it admits per key and window by itself, and adds them to the
+shared count (``counts.add_hits``, one upsert returning the window's total) together with the
+hit that makes ``Rate.chunk`` of them, or with any hit that would reach the limit by its own
+reckoning (the last total it saw plus its unshared hits). That hit is decided on the fresh
+total. So nothing is refused before the limit's worth of hits was admitted by all processes
+together, and the count overshoots only by hits other processes have not shared yet: fewer than
+one chunk each (docs/limits.md states the bound). A key found full stays full in this process
+until its window ends, so refused hits cost no database work at all.
 """
 
 from __future__ import annotations
@@ -67,16 +67,18 @@ class Limiter:
             # The window ended while this hit waited for another one's sync: count it anew.
 
     def _count_in(self, key: str, count: _Count, now: float) -> int | None:
-        limit = self.rate.count
-        if not count.full and count.seen + count.unshared >= limit:
-            # By this process's reckoning the limit is reached: decide on the shared total.
-            self._share(key, count, now)
-            count.full = count.seen >= limit
         if count.full:
             return self.rate.retry_after(now)
+        limit = self.rate.count
+        if count.unshared + 1 < self.rate.chunk and count.seen + count.unshared + 1 < limit:
+            count.unshared += 1  # far from the limit by this process's reckoning
+            return None
+        # Share this hit with the ones counted here so far and decide on the fresh total.
         count.unshared += 1
-        if count.unshared >= self.rate.chunk:
-            self._share(key, count, now)
+        total = self._share(key, count, now)
+        if total is not None and total > limit:
+            count.full = True  # the total only grows until the window ends
+            return self.rate.retry_after(now)
         return None
 
     def _current(self, key: str, window: int) -> _Count:
@@ -84,20 +86,26 @@ class Limiter:
         if count is None or count.window < window:
             if count is None and len(self._counts) >= _MAX_KEYS:
                 self._counts = {k: c for k, c in self._counts.items() if c.window >= window}
+                if len(self._counts) >= _MAX_KEYS:  # a flood of distinct keys: start afresh
+                    self._counts = {}
             # Hits not yet shared belong to a window that is over: nobody needs them.
             count = self._counts[key] = _Count(window)
         return count
 
-    def _share(self, key: str, count: _Count, now: float) -> None:
-        """Add this process's unshared hits to the shared count and remember the total."""
+    def _share(self, key: str, count: _Count, now: float) -> int | None:
+        """Add this process's unshared hits to the shared count; the new total, or None when
+        it could not be counted (the hits stay unshared, and nobody is refused for it)."""
         sweep = None
         if now >= self._next_sweep:
             self._next_sweep = now + _SWEEP_EVERY_SECONDS
             sweep = int(now) - STALE_SECONDS
         try:
-            count.seen = self._sync(self.scope, key, count.window, count.unshared, sweep)
+            total = self._sync(self.scope, key, count.window, count.unshared, sweep)
         except Exception:  # noqa: BLE001 - a limit that cannot be counted refuses nobody
             log.exception("could not update the %s rate count of %s", self.scope, key)
-            self._next_sweep = 0.0 if sweep is not None else self._next_sweep
-            return
+            if sweep is not None:
+                self._next_sweep = 0.0
+            return None
+        count.seen = total
         count.unshared = 0
+        return total

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from app.bins import names, paging
@@ -77,7 +78,7 @@ def index() -> str:
 
 
 @bp.post("/bins")
-def create_bin() -> Response | tuple[str, int] | tuple[Response, int]:
+def create_bin() -> ResponseReturnValue:
     """Create a bin (named when the form gives a name) and go to its page."""
     name = (request.form.get("name") or "").strip()
     refused = creation_refused()
@@ -87,7 +88,7 @@ def create_bin() -> Response | tuple[str, int] | tuple[Response, int]:
         # A person at the form: the page again, saying why and for how long.
         response, status = refused
         page = render_template("index.html", name=name, name_error=response.get_json()["error"])
-        return Response(page, status, {"Retry-After": response.headers["Retry-After"]})
+        return page, status, {"Retry-After": response.headers["Retry-After"]}
     try:
         created = names.create_bin(storage(), name or None, current_app.url_map)
     except names.NameRefused as exc:
