@@ -5,6 +5,7 @@ lists with the checks the page, the API and the bins file share."""
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,6 +118,28 @@ def test_a_count_that_cannot_be_written_refuses_nobody() -> None:
 
     limiter = Limiter("bin", Rate(2, 1), broken, Clock(1_000_000_000.0))
     assert [limiter.hit("b") for _ in range(5)] == [None] * 5
+
+
+def test_hits_far_from_the_limit_do_not_wait_for_a_share_in_flight() -> None:
+    entered, release = threading.Event(), threading.Event()
+    sent: list[int] = []
+
+    def slow(_scope: str, _key: str, _window: int, hits: int, _sweep: int | None) -> int:
+        sent.append(hits)
+        entered.set()
+        assert release.wait(10)
+        return sum(sent)
+
+    limiter = Limiter("bin", Rate(100, 1), slow, Clock(1_000_000_000.0))  # chunks of 5
+    sharing = threading.Thread(target=lambda: [limiter.hit("b") for _ in range(5)])
+    sharing.start()
+    assert entered.wait(10)
+    # Meanwhile this process keeps counting by itself, without waiting.
+    assert [limiter.hit("b") for _ in range(4)] == [None] * 4
+    release.set()
+    sharing.join()
+    assert limiter.hit("b") is None  # the next share carries the four and this one
+    assert sent == [5, 5]
 
 
 # --- several processes over one count -------------------------------------------------------------

@@ -59,27 +59,33 @@ class Limiter:
         """Count one hit on ``key``: None when it is admitted, else the seconds until the
         window frees (for ``Retry-After``)."""
         while True:
-            count = self._current(key, self.rate.window(self._clock()))
-            with count.lock:
+            now = self._clock()
+            count = self._current(key, self.rate.window(now))
+            if count.full:
+                return self.rate.retry_after(now)
+            if self._far_from_limit(count):
+                # No lock: a gevent worker switches only at I/O, and another hit's share in
+                # flight keeps what is counted here meanwhile.
+                count.unshared += 1
+                return None
+            with count.lock:  # one share at a time per key in this process
                 now = self._clock()
-                if count.window == self.rate.window(now):
-                    return self._count_in(key, count, now)
-            # The window ended while this hit waited for another one's sync: count it anew.
+                if count.window != self.rate.window(now):
+                    continue  # the window ended while this hit waited: count it in the next
+                if count.full:
+                    return self.rate.retry_after(now)
+                if self._far_from_limit(count):  # the share it waited for made room
+                    count.unshared += 1
+                    return None
+                return self._share(key, count, now)
 
-    def _count_in(self, key: str, count: _Count, now: float) -> int | None:
-        if count.full:
-            return self.rate.retry_after(now)
-        limit = self.rate.count
-        if count.unshared + 1 < self.rate.chunk and count.seen + count.unshared + 1 < limit:
-            count.unshared += 1  # far from the limit by this process's reckoning
-            return None
-        # Share this hit with the ones counted here so far and decide on the fresh total.
-        count.unshared += 1
-        total = self._share(key, count, now)
-        if total is not None and total > limit:
-            count.full = True  # the total only grows until the window ends
-            return self.rate.retry_after(now)
-        return None
+    def _far_from_limit(self, count: _Count) -> bool:
+        """True while one more hit neither completes a chunk nor reaches the limit by this
+        process's reckoning."""
+        return (
+            count.unshared + 1 < self.rate.chunk
+            and count.seen + count.unshared + 1 < self.rate.count
+        )
 
     def _current(self, key: str, window: int) -> _Count:
         count = self._counts.get(key)
@@ -93,19 +99,24 @@ class Limiter:
         return count
 
     def _share(self, key: str, count: _Count, now: float) -> int | None:
-        """Add this process's unshared hits to the shared count; the new total, or None when
-        it could not be counted (the hits stay unshared, and nobody is refused for it)."""
+        """Add the unshared hits and this one to the shared count, and decide this one on the
+        new total. A count that cannot be written refuses nobody: its hits stay unshared."""
+        sending = count.unshared + 1
+        count.unshared = 0  # hits admitted while the write is in flight count from zero
         sweep = None
         if now >= self._next_sweep:
             self._next_sweep = now + _SWEEP_EVERY_SECONDS
             sweep = int(now) - STALE_SECONDS
         try:
-            total = self._sync(self.scope, key, count.window, count.unshared, sweep)
+            total = self._sync(self.scope, key, count.window, sending, sweep)
         except Exception:  # noqa: BLE001 - a limit that cannot be counted refuses nobody
             log.exception("could not update the %s rate count of %s", self.scope, key)
+            count.unshared += sending
             if sweep is not None:
                 self._next_sweep = 0.0
             return None
-        count.seen = total
-        count.unshared = 0
-        return total
+        count.seen = max(count.seen, total)
+        if total > self.rate.count:
+            count.full = True  # the total only grows until the window ends
+            return self.rate.retry_after(now)
+        return None

@@ -15,10 +15,12 @@ from app.limits.rates import parse_rate
 def source_key(address: str | None) -> str:
     """The key an address is counted under: an IPv4 address itself, an IPv6 address's /64
     (one host usually holds a whole /64, so counting single addresses would not limit it)."""
+    if address and ":" not in address:
+        return address[:128]  # IPv4 (or unreadable): the address as the peer or proxy gave it
     try:
         ip = ipaddress.ip_address(address or "")
     except ValueError:
-        return (address or "")[:128]  # the shared count's key column holds 128 characters
+        return (address or "")[:128]  # the key column of the shared count holds 128 characters
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)
