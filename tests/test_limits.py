@@ -274,3 +274,22 @@ def test_every_sender_the_api_document_allows_is_accepted() -> None:
         assert senders.parse_senders([text])
 
     accepted()
+
+
+def test_the_bins_file_takes_sender_lists_checked_like_the_api(tmp_path: Path) -> None:
+    from app.bins.binsfile import BinsFileError, read
+
+    path = tmp_path / "bins.toml"
+    path.write_text(
+        '[bins.github-dev]\nsenders = ["192.30.252.7/22", "2001:DB8::1"]\n'
+        'senders_action = "mark"\n\n[bins.open]\n',
+        encoding="utf-8",
+    )
+    github, open_bin = read(path, reserved=set())
+    assert github.settings()["senders"] == ["192.30.252.0/22", "2001:db8::1"]
+    assert github.settings()["senders_action"] == "mark"
+    assert (open_bin.senders, open_bin.senders_action) == (None, "refuse")
+
+    path.write_text('[bins.github-dev]\nsenders = ["github.com"]\n', encoding="utf-8")
+    with pytest.raises(BinsFileError, match=r'bin "github-dev": senders #1: .github\.com.'):
+        read(path, reserved=set())
