@@ -127,6 +127,15 @@ class Settings:
     listen_port: int = 8000
     #: Number of reverse proxies in front of Hookbin whose X-Forwarded-* headers are trusted.
     proxy_hops: int = 0
+    #: Captures per bin, ``N/s`` or ``N/min``, counted across every process and instance; beyond
+    #: it a capture is answered 429 and not stored. 0: no limit (dropping deliveries fails an
+    #: inspector's users, so only the operator of a public instance sets one).
+    bin_rate_limit: str = "0"
+    #: Captures per source address (behind HOOKBIN_PROXY_HOPS), as ``bin_rate_limit``. 0: none.
+    source_rate_limit: str = "0"
+    #: Bins made per source address (API and page). On by default: one address cannot fill the
+    #: database with bins, and a person or a test suite making one per second stays under it.
+    create_rate_limit: str = "60/min"
     #: Write gunicorn's access log to stderr. Off by default: every capture is recorded in the
     #: database and shown on its bin's page, and a log line per request costs throughput.
     access_log: bool = False

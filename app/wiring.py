@@ -19,6 +19,8 @@ from app.config import Settings
 from app.core import lifecycle
 from app.core.blocking import run_blocking
 from app.delivery.loop import DeliveryLoop
+from app.limits.counts import add_hits
+from app.limits.policy import Limits, build_limits
 from app.live.hub import Hub
 from app.live.pubsub import Notifier, make_notifier
 from app.ops import metrics
@@ -50,6 +52,8 @@ class Services:
     checkpointer: Checkpointer | None = None
     #: Deletes requests past retention or beyond their bin's cap (one process at a time).
     purge: PurgeLoop | None = None
+    #: Rate limits on captures and bin creation (each None when off).
+    limits: Limits = field(default_factory=Limits)
     _started_pid: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -168,6 +172,10 @@ def build_services(settings: Settings) -> Services:
         linger_seconds=settings.commit_linger_ms / 1000.0,
         idle_max_seconds=settings.commit_idle_max_ms / 1000.0,
     )
+
+    def count_hits(scope: str, key: str, window: int, hits: int, sweep: int | None) -> int:
+        return storage.write(add_hits, scope, key, window, hits, sweep_before=sweep)
+
     purge = PurgeLoop(storage, settings, PurgeLease(engine, db_file))
     services = Services(
         settings=settings,
@@ -181,6 +189,7 @@ def build_services(settings: Settings) -> Services:
         writer_engine=writer_engine,
         checkpointer=checkpointer,
         purge=purge,
+        limits=build_limits(settings, count_hits),
     )
     # Under gunicorn, deliveries left pending (by a restart, by other processes) resume without
     # waiting for a first request to this worker.

@@ -11,7 +11,8 @@ Each table under ``bins`` defines one bin; its key is the bin's name, which is i
 last segment of its capture URL (``/h/stripe-dev``; the rule is in ``names``). A bin's keys,
 all optional: ``forward_url``, ``auto_forward``, ``signing`` ({provider, secrets}, checked by
 ``verdicts.validate_signing``), ``responses`` (checked by ``app.rules.validate``), ``retention``
-(a duration such as ``"7d"``, or seconds) and ``max_requests`` (checked by ``settings``). A secret
+(a duration such as ``"7d"``, or seconds), ``max_requests``, ``senders`` and ``senders_action``
+(checked by ``settings``, as the API checks them). A secret
 written ``"env:NAME"`` is read from the environment variable NAME, so no secret needs to sit in
 the file.
 
@@ -39,7 +40,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from app.bins.names import InvalidName, check_name
-from app.bins.settings import check_forward_url, check_max_requests, check_retention
+from app.bins.settings import (
+    check_forward_url,
+    check_max_requests,
+    check_retention,
+    check_senders,
+    check_senders_action,
+)
 from app.core.clock import utcnow
 from app.core.invalid import Invalid
 from app.rules.validate import validate_responses
@@ -49,7 +56,16 @@ from app.storage.repository import Storage
 
 log = logging.getLogger(__name__)
 
-_BIN_KEYS = ("forward_url", "auto_forward", "signing", "responses", "retention", "max_requests")
+_BIN_KEYS = (
+    "forward_url",
+    "auto_forward",
+    "signing",
+    "responses",
+    "retention",
+    "max_requests",
+    "senders",
+    "senders_action",
+)
 _SIGNING_KEYS = ("provider", "secrets")
 ENV_PREFIX = "env:"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -80,6 +96,8 @@ class FileBin:
     responses: dict[str, Any] | None = None
     retention_seconds: int | None = None
     max_requests: int | None = None
+    senders: list[str] | None = None
+    senders_action: str = "refuse"
 
     def settings(self) -> dict[str, Any]:
         """The bin's columns as the file wants them."""
@@ -90,6 +108,8 @@ class FileBin:
             "responses": self.responses,
             "retention_seconds": self.retention_seconds,
             "max_requests": self.max_requests,
+            "senders": self.senders,
+            "senders_action": self.senders_action,
             "managed": True,
         }
 
@@ -177,9 +197,21 @@ def _parse_bin(
     try:
         retention = check_retention(spec.get("retention"))
         max_requests = check_max_requests(spec.get("max_requests"))
+        senders = check_senders(spec.get("senders"))
+        senders_action = check_senders_action(spec.get("senders_action"))
     except Invalid as exc:
         raise fail(str(exc)) from None
-    return FileBin(name, forward_url, auto_forward, signing, responses, retention, max_requests)
+    return FileBin(
+        name,
+        forward_url,
+        auto_forward,
+        signing,
+        responses,
+        retention,
+        max_requests,
+        senders,
+        senders_action,
+    )
 
 
 def _signing(value: Any, env: Mapping[str, str], fail: Any) -> dict[str, Any] | None:
@@ -292,7 +324,7 @@ def _db_values(values: dict[str, Any]) -> dict[str, Any]:
     # SQL NULL rather than a JSON "null" document for settings that are not set, exactly as in a
     # bin freshly made through the API.
     return {
-        k: sa.null() if v is None and k in ("signing", "responses") else v
+        k: sa.null() if v is None and k in ("signing", "responses", "senders") else v
         for k, v in values.items()
     }
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from app.config import MAX_REQUESTS_LIMIT, parse_duration
 from app.core.invalid import Invalid
+from app.limits import senders as senderlist
 from app.rules import form as answerform
 from app.rules.validate import validate_responses
 from app.signing.verdicts import validate_signing
@@ -31,6 +32,8 @@ __all__ = [
     "check_name",
     "check_responses",
     "check_retention",
+    "check_senders",
+    "check_senders_action",
     "check_signing",
     "check_target_url",
 ]
@@ -150,6 +153,22 @@ def check_max_requests(value: Any) -> int | None:
     return count
 
 
+def check_senders(value: Any) -> list[str] | None:
+    """The addresses and CIDR ranges that may send, canonical; None (or []) lets everyone."""
+    try:
+        return senderlist.parse_senders(value)
+    except ValueError as exc:
+        raise Invalid("senders", str(exc)) from None
+
+
+def check_senders_action(value: Any) -> str:
+    """What befalls a sender outside the list: ``refuse`` (the default, for None) or ``mark``."""
+    try:
+        return senderlist.parse_action(value)
+    except ValueError as exc:
+        raise Invalid("senders_action", str(exc)) from None
+
+
 #: The settings a program may change, each with its check, in the order they are checked.
 SETTINGS: dict[str, Callable[[Any], Any]] = {
     "forward_url": check_forward_url,
@@ -158,6 +177,8 @@ SETTINGS: dict[str, Callable[[Any], Any]] = {
     "responses": check_responses,
     "retention": check_retention,
     "max_requests": check_max_requests,
+    "senders": check_senders,
+    "senders_action": check_senders_action,
 }
 #: Settings stored under another name than the one people give.
 _STORED_AS = {"retention": "retention_seconds"}
@@ -179,8 +200,9 @@ def changes_from_form(form: Mapping[str, str], bin_: Mapping[str, Any]) -> dict[
     """The checked changes the bin page's settings form asks for.
 
     The form always carries the forward target and the switch (an unticked checkbox is not
-    sent); the signing, responses and limits sections only when the page shows them (a blank
-    retention or cap: the server's setting). Signing and
+    sent); the signing, responses, limits and senders sections only when the page shows them (a
+    blank retention or cap: the server's setting; senders one per line, blank lines ignored).
+    Signing and
     responses count as changes only when they differ from what ``bin_`` has, because a change
     re-checks every stored signature or starts the rule counters over.
     """
@@ -206,4 +228,9 @@ def changes_from_form(form: Mapping[str, str], bin_: Mapping[str, Any]) -> dict[
         typed = form["max_requests"].strip()
         digits = typed.isascii() and typed.isdigit()
         changes["max_requests"] = check_max_requests(int(typed) if digits else typed or None)
+    if "senders" in form:
+        lines = [line.strip() for line in (form.get("senders") or "").splitlines()]
+        changes["senders"] = check_senders([line for line in lines if line])
+    if "senders_action" in form:
+        changes["senders_action"] = check_senders_action(form.get("senders_action"))
     return changes

@@ -16,6 +16,7 @@ from app.delivery.edit import EditError, outgoing_from_api
 from app.delivery.queue import DELIVERED, retry_now, state_of
 from app.delivery.replay import TargetRefused, replay
 from app.delivery.reports import parse_listen_report
+from app.limits.policy import source_key
 from app.web.lookup import bin_or_404, request_or_404, services, storage, verdicts_of
 from app.web.serialize import public_attempt, public_bin, public_forward, public_request
 
@@ -75,6 +76,9 @@ def _json_body() -> dict[str, Any]:
 @bp.post("/bins")
 def create_bin() -> tuple[Response, int]:
     """Create a bin: named when the body says ``{"name": ...}``, else with a random id."""
+    refused = creation_refused()
+    if refused is not None:
+        return refused
     name = None
     if request.get_data():  # the body is optional: no body, a random id as always
         data = _request_json(force=True)
@@ -89,6 +93,18 @@ def create_bin() -> tuple[Response, int]:
     except names.NameRefused as exc:
         return _error(exc.status, str(exc))
     return jsonify(public_bin(created)), 201
+
+
+def creation_refused() -> tuple[Response, int] | None:
+    """Count an attempt to make a bin against HOOKBIN_CREATE_RATE_LIMIT; the 429 answer (JSON,
+    with ``Retry-After``) when it is beyond the limit, else None."""
+    limit = services().limits.create
+    refusal = None if limit is None else limit.hit(source_key(request.remote_addr))
+    if refusal is None:
+        return None
+    response, status = _error(429, refusal.error)
+    response.headers["Retry-After"] = str(refusal.retry_after)
+    return response, status
 
 
 @bp.get("/bins/<bin_id>")

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 from sqlalchemy.exc import SQLAlchemyError
+from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from app.bins import names, paging
@@ -19,6 +20,7 @@ from app.inspect.bodyview import build_view
 from app.inspect.display import hex_dump, human_size
 from app.rules import form as answerform
 from app.signing.common import PROVIDERS
+from app.web.api import creation_refused
 from app.web.lookup import bin_or_404, request_in_bin, services, storage, verdicts_of
 from app.web.urls import capture_url
 
@@ -100,9 +102,17 @@ def index() -> str:
 
 
 @bp.post("/bins")
-def create_bin() -> Response | tuple[str, int]:
+def create_bin() -> ResponseReturnValue:
     """Create a bin (named when the form gives a name) and go to its page."""
     name = (request.form.get("name") or "").strip()
+    refused = creation_refused()
+    if refused is not None:
+        if request.accept_mimetypes.best_match(["application/json", "text/html"]) != "text/html":
+            return refused
+        # A person at the form: the page again, saying why and for how long.
+        response, status = refused
+        page = render_template("index.html", name=name, name_error=response.get_json()["error"])
+        return page, status, {"Retry-After": response.headers["Retry-After"]}
     try:
         created = names.create_bin(storage(), name or None, current_app.url_map)
     except names.NameRefused as exc:
@@ -292,6 +302,9 @@ def _settings_refused(bin_: dict[str, Any], refused: Invalid) -> str | tuple[str
         shown["signing"] = {"provider": form["signing_provider"], "secrets": secrets}
     if "retention" in form or "max_requests" in form:
         shown["limits_typed"] = {k: form.get(k, "") for k in ("retention", "max_requests")}
+    if "senders" in form:
+        shown["senders"] = (form.get("senders") or "").splitlines()
+        shown["senders_action"] = form.get("senders_action", bin_.get("senders_action"))
     # A responses error shows inside that section, which the page may have folded away.
     where = "responses_error" if refused.field == "responses" else "settings_error"
     typed = {"responses_typed": answerform.typed(form), where: str(refused)}
