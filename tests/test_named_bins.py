@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import os
 import secrets
 import subprocess
 import sys
@@ -18,11 +19,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import click.testing
 import httpx
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from app import cli
 from app.bins import binsfile, names
 from app.bins.binsfile import BinsFileError, FileBin
 from app.rules import answers
@@ -448,8 +451,6 @@ BROKEN_FILES = [
 
 
 def _serve(env_extra: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    import os
-
     env = {
         **os.environ,
         "HOOKBIN_DATABASE_URL": f"sqlite:///{tmp_path / 'refused.sqlite3'}",
@@ -472,18 +473,40 @@ def _serve(env_extra: dict[str, str], tmp_path: Path) -> subprocess.CompletedPro
     return result
 
 
+def _serve_in_process(
+    bins_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> click.testing.Result:
+    """``hookbin serve`` run by click in this process, where gunicorn cannot be started: the
+    refusals are the command's own (the process around them is ``_serve``'s business)."""
+
+    def no_gunicorn(*_args: object) -> None:
+        raise AssertionError("hookbin serve went on to start gunicorn")
+
+    monkeypatch.setattr(os, "execv", no_gunicorn)
+    env = {
+        "HOOKBIN_DATABASE_URL": f"sqlite:///{tmp_path / 'refused.sqlite3'}",
+        "HOOKBIN_BINS_FILE": str(bins_file),
+        # Set by the command; unset, and restored, around it.
+        "HOOKBIN_LISTEN_PORT": None,
+        "HOOKBIN_NOT_SET_X": None,
+    }
+    return click.testing.CliRunner().invoke(
+        cli.main, ["serve", "--port", str(free_port()), "--workers", "1"], env=env
+    )
+
+
 @pytest.mark.parametrize(("text", "bin_name", "problem"), BROKEN_FILES)
 def test_a_broken_bins_file_keeps_the_server_from_starting(
-    tmp_path: Path, text: str, bin_name: str, problem: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, bin_name: str, problem: str
 ) -> None:
     bins_file = tmp_path / "team-bins.toml"
     bins_file.write_text(text, encoding="utf-8")
-    result = _serve({"HOOKBIN_BINS_FILE": str(bins_file)}, tmp_path)
-    assert result.returncode == 1, result.stdout + result.stderr
+    result = _serve_in_process(bins_file, tmp_path, monkeypatch)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # no other exception
     assert f'bins file {bins_file}: bin "{bin_name}": ' in result.stderr
     assert problem in result.stderr
     assert "Hookbin did not start." in result.stderr
-    assert "Traceback" not in result.stderr
     assert not (tmp_path / "refused.sqlite3").exists()  # refused before touching the database
 
 
@@ -498,20 +521,24 @@ def test_a_broken_bins_file_keeps_the_server_from_starting(
     ],
 )
 def test_a_bins_file_that_is_not_a_bins_file_is_refused(
-    tmp_path: Path, text: str, problem: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, problem: str
 ) -> None:
     bins_file = tmp_path / "bins.toml"
     bins_file.write_text(text, encoding="utf-8")
-    result = _serve({"HOOKBIN_BINS_FILE": str(bins_file)}, tmp_path)
-    assert result.returncode == 1
+    result = _serve_in_process(bins_file, tmp_path, monkeypatch)
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit), result.exception
     assert f"bins file {bins_file}: {problem}" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "refused.sqlite3").exists()
 
 
 def test_a_missing_bins_file_is_refused(tmp_path: Path) -> None:
+    # A real process: it exits with 1, says why without a traceback, and listens nowhere.
     result = _serve({"HOOKBIN_BINS_FILE": str(tmp_path / "nope.toml")}, tmp_path)
     assert result.returncode == 1
     assert f"bins file {tmp_path / 'nope.toml'}: cannot be read" in result.stderr
+    assert "Hookbin did not start." in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_create_app_refuses_a_broken_file_too(tmp_path: Path) -> None:
@@ -532,8 +559,6 @@ def test_create_app_refuses_a_broken_file_too(tmp_path: Path) -> None:
 
 
 def test_bins_check_command(tmp_path: Path) -> None:
-    import os
-
     good = write_bins_file(tmp_path / "good.toml", "http://localhost:3000/")
     env = {**os.environ, "HOOKBIN_TEST_STRIPE_SECRET": STRIPE_SECRET}
     ok = subprocess.run(
