@@ -48,6 +48,19 @@ def wait_until(check: Callable[[], object], timeout: float = 10.0, what: str = "
         time.sleep(0.02)
 
 
+#: Fixtures of tests that start servers, processes or a browser of their own.
+_HEAVY_FIXTURES = {"sqlite_url", "postgres_url", "page", "thread_server", "instances"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that start servers or a browser first (in their order, then the rest).
+
+    Parallel workers take tests in collection order: a long test picked up last keeps the run
+    waiting while the other workers are idle.
+    """
+    items.sort(key=lambda item: not _HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as s:
