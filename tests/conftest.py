@@ -49,7 +49,7 @@ def wait_until(check: Callable[[], object], timeout: float = 10.0, what: str = "
 
 
 #: Fixtures of tests that start servers, processes or a browser of their own.
-_HEAVY_FIXTURES = {"sqlite_url", "postgres_url", "page", "thread_server", "instances"}
+_HEAVY_FIXTURES = {"server", "sqlite_url", "postgres_url", "page", "thread_server", "instances"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -334,6 +334,9 @@ VIEWPORT = {"width": 1280, "height": 800}
 WAIT_MS = 10_000
 
 
+_REQUIRED = "a browser is required here (CI or HOOKBIN_REQUIRE_BROWSER=1)"
+
+
 def browser_required() -> bool:
     """True where a missing browser must fail the run: in CI, or with HOOKBIN_REQUIRE_BROWSER=1."""
     ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
@@ -351,13 +354,7 @@ def browser_missing() -> str | None:
     return None
 
 
-def _no_browser(reason: str) -> None:
-    if browser_required():
-        pytest.fail(f"{reason}; a browser is required here (CI or HOOKBIN_REQUIRE_BROWSER=1)")
-    pytest.skip(reason)
-
-
-def browser_api():  # noqa: ANN201 - playwright's module
+def browser_api():
     """``playwright.sync_api``, for a browser test module to import its helpers from.
 
     Without Playwright the module is skipped, saying why, except where a browser is required:
@@ -368,17 +365,18 @@ def browser_api():  # noqa: ANN201 - playwright's module
     except ImportError:
         reason = "needs the playwright package (pip install -e '.[test]')"
         if browser_required():
-            pytest.fail(f"{reason}; a browser is required here (CI or HOOKBIN_REQUIRE_BROWSER=1)")
+            pytest.fail(f"{reason}; {_REQUIRED}")
         pytest.skip(reason, allow_module_level=True)
     return sync_api
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests marked ``browser`` skip without Chromium, or fail where a browser is required."""
-    if item.get_closest_marker("browser") is not None:
-        reason = browser_missing()
-        if reason:
-            _no_browser(reason)
+    reason = browser_missing() if item.get_closest_marker("browser") is not None else None
+    if reason and browser_required():
+        pytest.fail(f"{reason}; {_REQUIRED}")
+    if reason:
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -395,7 +393,7 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def page(browser) -> Iterator[object]:  # noqa: ANN001 - playwright's Browser
+def page(browser) -> Iterator[object]:
     """A fresh page (own cookies, own storage) at the README's screenshot size."""
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(WAIT_MS)
