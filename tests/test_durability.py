@@ -328,16 +328,19 @@ def request(i):
         gevent.sleep(0)
     batcher.submit(i)
 gevent.joinall([gevent.spawn(request, i) for i in range(40)])
-# A loop that never runs out of work still commits within idle_max.
-stop = time.monotonic() + 1.0
+# A loop that never runs out of work (until the commit is through, or 2 s at most) still
+# commits within idle_max.
+done = False
+stop = time.monotonic() + 2.0
 def busy():
-    while time.monotonic() < stop:
+    while not done and time.monotonic() < stop:
         gevent.sleep(0)
 spinner = gevent.spawn(busy)
 gevent.sleep(0)
 started = time.monotonic()
 batcher.submit(99)
 waited = time.monotonic() - started
+done = True
 spinner.join()
 print(json.dumps({"batches": [len(b) for b in batches], "busy_wait": waited}))
 """
