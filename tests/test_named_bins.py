@@ -1,8 +1,8 @@
 """Stable bins: bins with chosen names, and bins defined by a TOML file (HOOKBIN_BINS_FILE).
 
-Names are created through the API and the page of a real server; file bins are created by real
-servers as they start (several workers at once), rewritten at each start of the app and again on
-a fresh database, and a broken file keeps ``hookbin serve`` from starting at all.
+Names are created through the API and the page of the app in-process; file bins are created by
+real servers as they start (several workers at once), rewritten at each start of the app and
+again on a fresh database, and a broken file keeps ``hookbin serve`` from starting at all.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ RULE = "3 to 63 characters"
 
 
 def unique_name(prefix: str = "bin") -> str:
-    """A valid name nobody else in the shared server has taken."""
+    """A valid name nobody else has taken."""
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
@@ -59,6 +59,11 @@ def only_request(server: Server, bin_id: str) -> dict:
     return item
 
 
+def only_request_in(client: FlaskClient, bin_id: str) -> dict:
+    [item] = client.get(f"/api/bins/{bin_id}/requests").get_json()["items"]
+    return item
+
+
 @pytest.fixture
 def echo() -> Iterator[EchoTarget]:
     target = start_echo()
@@ -69,21 +74,21 @@ def echo() -> Iterator[EchoTarget]:
 # --- named bins through the API -------------------------------------------------------------------
 
 
-def test_api_creates_a_named_bin_whose_capture_url_uses_the_name(shared_server: Server) -> None:
+def test_api_creates_a_named_bin_whose_capture_url_uses_the_name(client: FlaskClient) -> None:
     name = unique_name("stripe-dev")
-    response = httpx.post(f"{shared_server.url}/api/bins", json={"name": name}, timeout=10)
-    assert response.status_code == 201, response.text
-    bin_ = response.json()
+    response = client.post("/api/bins", json={"name": name})
+    assert response.status_code == 201, response.get_data(as_text=True)
+    bin_ = response.get_json()
     assert bin_["id"] == name
-    assert bin_["capture_url"] == f"{shared_server.url}/h/{name}"
-    assert bin_["view_url"] == f"{shared_server.url}/bins/{name}"
+    assert bin_["capture_url"] == f"http://localhost/h/{name}"
+    assert bin_["view_url"] == f"http://localhost/bins/{name}"
     assert bin_["managed"] is False
-    assert httpx.get(f"{shared_server.url}/api/bins/{name}").json()["id"] == name
+    assert client.get(f"/api/bins/{name}").get_json()["id"] == name
 
-    captured = httpx.post(f"{shared_server.url}/h/{name}/x?y=1", content=b"hello", timeout=10)
+    captured = client.post(f"/h/{name}/x?y=1", data=b"hello")
     assert captured.status_code == 200
-    item = only_request(shared_server, name)
-    assert item["id"] == captured.json()["request_id"]
+    item = only_request_in(client, name)
+    assert item["id"] == captured.get_json()["request_id"]
     assert (item["bin_id"], item["path"], item["query_string"]) == (name, "/x", "y=1")
 
 
@@ -92,23 +97,25 @@ def test_api_creates_a_named_bin_whose_capture_url_uses_the_name(shared_server: 
     [{}, {"json": {}}, {"json": {"name": None}}, {"json": {"other": 1}}],
     ids=["no body", "empty object", "null name", "no name"],
 )
-def test_api_without_a_name_still_makes_a_random_id(shared_server: Server, kwargs: dict) -> None:
-    response = httpx.post(f"{shared_server.url}/api/bins", timeout=10, **kwargs)
-    assert response.status_code == 201, response.text
-    bin_ = response.json()
+def test_api_without_a_name_still_makes_a_random_id(client: FlaskClient, kwargs: dict) -> None:
+    response = client.post("/api/bins", **kwargs)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    bin_ = response.get_json()
     assert len(bin_["id"]) == 22 and bin_["managed"] is False
 
 
-def test_api_refuses_a_taken_name_with_409(shared_server: Server) -> None:
+def test_api_refuses_a_taken_name_with_409(client: FlaskClient) -> None:
     name = unique_name("taken")
-    assert httpx.post(f"{shared_server.url}/api/bins", json={"name": name}).status_code == 201
-    httpx.post(f"{shared_server.url}/h/{name}", content=b"first")
+    assert client.post("/api/bins", json={"name": name}).status_code == 201
+    client.post(f"/h/{name}", data=b"first")
 
-    again = httpx.post(f"{shared_server.url}/api/bins", json={"name": name})
+    again = client.post("/api/bins", json={"name": name})
     assert again.status_code == 409
-    assert again.json() == {"error": f'a bin named "{name}" exists already; choose another name'}
+    assert again.get_json() == {
+        "error": f'a bin named "{name}" exists already; choose another name'
+    }
     # The first bin is untouched.
-    assert only_request(shared_server, name)["body_size"] == len(b"first")
+    assert only_request_in(client, name)["body_size"] == len(b"first")
 
 
 @pytest.mark.parametrize(
@@ -127,10 +134,10 @@ def test_api_refuses_a_taken_name_with_409(shared_server: Server) -> None:
         "../etc",
     ],
 )
-def test_api_refuses_invalid_names_with_the_rule(shared_server: Server, name: str) -> None:
-    response = httpx.post(f"{shared_server.url}/api/bins", json={"name": name})
+def test_api_refuses_invalid_names_with_the_rule(client: FlaskClient, name: str) -> None:
+    response = client.post("/api/bins", json={"name": name})
     assert response.status_code == 400
-    message = response.json()["error"]
+    message = response.get_json()["error"]
     assert "is not a valid bin name" in message and RULE in message
     assert "starting and ending with a letter or digit" in message
 
@@ -138,11 +145,11 @@ def test_api_refuses_invalid_names_with_the_rule(shared_server: Server, name: st
 @pytest.mark.parametrize(
     "name", ["api", "bins", "static", "healthz", "admin", "metrics", "openapi", "new", "www"]
 )
-def test_api_refuses_reserved_names(shared_server: Server, name: str) -> None:
-    response = httpx.post(f"{shared_server.url}/api/bins", json={"name": name})
+def test_api_refuses_reserved_names(client: FlaskClient, name: str) -> None:
+    response = client.post("/api/bins", json={"name": name})
     assert response.status_code == 400
-    assert response.json()["error"].startswith(f'"{name}" is reserved')
-    assert httpx.get(f"{shared_server.url}/api/bins/{name}").status_code == 404
+    assert response.get_json()["error"].startswith(f'"{name}" is reserved')
+    assert client.get(f"/api/bins/{name}").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -153,21 +160,17 @@ def test_api_refuses_reserved_names(shared_server: Server, name: str) -> None:
         (b'{"name": 42}', "name must be a string (or null for a random id)"),
     ],
 )
-def test_api_refuses_malformed_bodies(shared_server: Server, content: bytes, message: str) -> None:
-    response = httpx.post(
-        f"{shared_server.url}/api/bins",
-        content=content,
-        headers={"Content-Type": "application/json"},
-    )
+def test_api_refuses_malformed_bodies(client: FlaskClient, content: bytes, message: str) -> None:
+    response = client.post("/api/bins", data=content, headers={"Content-Type": "application/json"})
     assert response.status_code == 400
-    assert response.json() == {"error": message}
+    assert response.get_json() == {"error": message}
 
 
 @pytest.mark.parametrize("name", ["abc", "9lives", "a-b", "a--b", "x" * 63, "0" * 22])
-def test_names_at_the_edges_of_the_rule_are_accepted(shared_server: Server, name: str) -> None:
-    response = httpx.post(f"{shared_server.url}/api/bins", json={"name": name})
-    assert response.status_code == 201, response.text
-    assert response.json()["id"] == name
+def test_names_at_the_edges_of_the_rule_are_accepted(client: FlaskClient, name: str) -> None:
+    response = client.post("/api/bins", json={"name": name})
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert response.get_json()["id"] == name
 
 
 # --- reserved names follow the routes -------------------------------------------------------------
@@ -195,25 +198,25 @@ def test_every_route_prefix_is_reserved_and_a_new_route_reserves_its_own(app: Fl
 # --- named bins from the page ---------------------------------------------------------------------
 
 
-def test_index_page_has_the_optional_name_field(shared_server: Server) -> None:
-    page = httpx.get(shared_server.url + "/").text
+def test_index_page_has_the_optional_name_field(client: FlaskClient) -> None:
+    page = client.get("/").get_data(as_text=True)
     assert 'id="bin-name"' in page and 'name="name"' in page
     assert 'id="bin-name-error"' not in page
 
 
-def test_page_creates_a_named_bin_and_goes_to_it(shared_server: Server) -> None:
+def test_page_creates_a_named_bin_and_goes_to_it(client: FlaskClient) -> None:
     name = unique_name("page")
     # Surrounding blanks from a paste are forgiven on the page.
-    response = httpx.post(f"{shared_server.url}/bins", data={"name": f"  {name} "})
+    response = client.post("/bins", data={"name": f"  {name} "})
     assert response.status_code == 303
     assert response.headers["Location"] == f"/bins/{name}"
-    page = httpx.get(f"{shared_server.url}/bins/{name}").text
-    assert f'value="{shared_server.url}/h/{name}"' in page
+    page = client.get(f"/bins/{name}").get_data(as_text=True)
+    assert f'value="http://localhost/h/{name}"' in page
     assert 'id="managed-note"' not in page
 
 
-def test_page_without_a_name_makes_a_random_bin(shared_server: Server) -> None:
-    response = httpx.post(f"{shared_server.url}/bins", data={"name": ""})
+def test_page_without_a_name_makes_a_random_bin(client: FlaskClient) -> None:
+    response = client.post("/bins", data={"name": ""})
     assert response.status_code == 303
     bin_id = response.headers["Location"].removeprefix("/bins/")
     assert len(bin_id) == 22
@@ -227,11 +230,11 @@ def test_page_without_a_name_makes_a_random_bin(shared_server: Server) -> None:
     ],
 )
 def test_page_shows_errors_inline_and_keeps_what_was_typed(
-    shared_server: Server, typed: str, status: int, says: str
+    client: FlaskClient, typed: str, status: int, says: str
 ) -> None:
-    response = httpx.post(f"{shared_server.url}/bins", data={"name": typed})
+    response = client.post("/bins", data={"name": typed})
     assert response.status_code == status
-    page = response.text
+    page = response.get_data(as_text=True)
     assert 'id="bin-name-error"' in page and 'aria-invalid="true"' in page
     assert f'value="{html.escape(typed)}"' in page
     assert "<b>" not in page.split('id="bin-name-error"', 1)[1]  # escaped, not markup
@@ -239,13 +242,13 @@ def test_page_shows_errors_inline_and_keeps_what_was_typed(
     assert says in html.unescape(error)
 
 
-def test_page_refuses_a_taken_name_with_409_and_keeps_it(shared_server: Server) -> None:
+def test_page_refuses_a_taken_name_with_409_and_keeps_it(client: FlaskClient) -> None:
     name = unique_name("page-taken")
-    assert httpx.post(f"{shared_server.url}/bins", data={"name": name}).status_code == 303
-    response = httpx.post(f"{shared_server.url}/bins", data={"name": name})
+    assert client.post("/bins", data={"name": name}).status_code == 303
+    response = client.post("/bins", data={"name": name})
     assert response.status_code == 409
-    assert f'value="{name}"' in response.text
-    assert "exists already" in html.unescape(response.text)
+    assert f'value="{name}"' in response.get_data(as_text=True)
+    assert "exists already" in html.unescape(response.get_data(as_text=True))
 
 
 # --- the bins file --------------------------------------------------------------------------------
@@ -341,11 +344,6 @@ def test_bins_file_bins_exist_at_start_with_signing_and_forwarding(
         assert "Exception in worker process" not in srv.log()
     finally:
         srv.stop()
-
-
-def only_request_in(client: FlaskClient, bin_id: str) -> dict:
-    [item] = client.get(f"/api/bins/{bin_id}/requests").get_json()["items"]
-    return item
 
 
 def test_restart_rewrites_settings_and_a_fresh_database_gets_the_same_urls(
