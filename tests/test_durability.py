@@ -129,7 +129,7 @@ def test_store_failure_answers_503_and_acknowledges_nothing(
         items = httpx.get(f"{srv.url}/api/bins/{bin_['id']}/requests").json()["items"]
         assert len(items) == 1
     finally:
-        srv.stop()
+        srv.close()
 
 
 # --- the flush after the commit (HOOKBIN_SQLITE_SYNCHRONOUS=FULL, see app.walsync) ---------------

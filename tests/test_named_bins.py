@@ -343,7 +343,7 @@ def test_bins_file_bins_exist_at_start_with_signing_and_forwarding(
         assert srv.process.poll() is None
         assert "Exception in worker process" not in srv.log()
     finally:
-        srv.stop()
+        srv.close()
 
 
 def test_restart_rewrites_settings_and_a_fresh_database_gets_the_same_urls(
@@ -802,7 +802,7 @@ def test_bins_file_on_postgres_with_several_workers(postgres_url: str, tmp_path:
         assert srv.process.poll() is None
         assert "Exception in worker process" not in srv.log()
     finally:
-        srv.stop()
+        srv.close()
 
 
 def test_a_missing_bin_gets_a_page_that_says_so(client: FlaskClient) -> None:
