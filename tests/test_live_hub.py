@@ -288,8 +288,8 @@ def test_the_capture_writer_waits_for_the_lock_without_blocking_and_gives_up_in_
             pytest.fail("the lock was taken while another process held it")
         assert time.monotonic() - started >= 0.3
         # Released while a writer waits: it gets the lock within a few retries.
+        started = time.monotonic()  # before the timer starts: it fires 0.2 s after that
         threading.Timer(0.2, release.set).start()
-        started = time.monotonic()
         with lock.cooperatively(timeout=5):
             waited = time.monotonic() - started
         assert 0.2 <= waited < 3.0  # taken once released, long before the 5 s timeout
