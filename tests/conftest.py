@@ -62,6 +62,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: not _HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """With ``--dist load`` (pyproject's addopts), the browser stories (files named
+    ``*browser*``) go to one worker, so one Chromium is started; every other test goes to
+    whichever worker is free. pytest-xdist's own ``xdist_group`` cannot do this under pytest
+    9.2: it renames node ids through an attribute pytest no longer reads."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BrowserStoriesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "browser" if "browser" in Path(nodeid.split("::", 1)[0]).stem else nodeid
+
+    return BrowserStoriesTogether(config, log)
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as s:
