@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +47,36 @@ def wait_until(check: Callable[[], object], timeout: float = 10.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+#: Fixtures of tests that start servers, processes or a browser of their own.
+_HEAVY_FIXTURES = {"server", "sqlite_url", "postgres_url", "page", "thread_server", "instances"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that start servers or a browser first (in their order, then the rest).
+
+    Parallel workers take tests in collection order: a long test picked up last keeps the run
+    waiting while the other workers are idle.
+    """
+    items.sort(key=lambda item: not _HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """With ``--dist load`` (pyproject's addopts), the browser stories (files named
+    ``*browser*``) go to one worker, so one Chromium is started; every other test goes to
+    whichever worker is free. pytest-xdist's own ``xdist_group`` cannot do this under pytest
+    9.2: it renames node ids through an attribute pytest no longer reads."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class BrowserStoriesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "browser" if "browser" in Path(nodeid.split("::", 1)[0]).stem else nodeid
+
+    return BrowserStoriesTogether(config, log)
 
 
 def free_port() -> int:
@@ -86,6 +117,14 @@ class Server(Listening):
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        """Stop at once (gunicorn's quick shutdown): cleanup, once a test is done with it.
+
+        ``stop`` is the graceful stop a deployment gets; it waits up to a second for the worker
+        to notice, which only tests of stopping and restarting need.
+        """
+        self.stop(signal.SIGINT)
 
     def stop(self, sig: int | None = None) -> None:
         if self.process.poll() is None:
@@ -159,7 +198,7 @@ def server(sqlite_url: str, tmp_path: Path) -> Iterator[Server]:
     """One Hookbin process (one gevent worker) on a fresh SQLite file."""
     srv = start_server(sqlite_url, tmp_path)
     yield srv
-    srv.stop()
+    srv.close()
 
 
 @pytest.fixture(scope="session")
@@ -168,7 +207,7 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("shared")
     srv = start_server(f"sqlite:///{tmp / 'hookbin.sqlite3'}", tmp)
     yield srv
-    srv.stop()
+    srv.close()
 
 
 @pytest.fixture(scope="session")
@@ -323,6 +362,9 @@ VIEWPORT = {"width": 1280, "height": 800}
 WAIT_MS = 10_000
 
 
+_REQUIRED = "a browser is required here (CI or HOOKBIN_REQUIRE_BROWSER=1)"
+
+
 def browser_required() -> bool:
     """True where a missing browser must fail the run: in CI, or with HOOKBIN_REQUIRE_BROWSER=1."""
     ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
@@ -340,13 +382,7 @@ def browser_missing() -> str | None:
     return None
 
 
-def _no_browser(reason: str) -> None:
-    if browser_required():
-        pytest.fail(f"{reason}; a browser is required here (CI or HOOKBIN_REQUIRE_BROWSER=1)")
-    pytest.skip(reason)
-
-
-def browser_api():  # noqa: ANN201 - playwright's module
+def browser_api():
     """``playwright.sync_api``, for a browser test module to import its helpers from.
 
     Without Playwright the module is skipped, saying why, except where a browser is required:
@@ -357,17 +393,18 @@ def browser_api():  # noqa: ANN201 - playwright's module
     except ImportError:
         reason = "needs the playwright package (pip install -e '.[test]')"
         if browser_required():
-            pytest.fail(f"{reason}; a browser is required here (CI or HOOKBIN_REQUIRE_BROWSER=1)")
+            pytest.fail(f"{reason}; {_REQUIRED}")
         pytest.skip(reason, allow_module_level=True)
     return sync_api
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests marked ``browser`` skip without Chromium, or fail where a browser is required."""
-    if item.get_closest_marker("browser") is not None:
-        reason = browser_missing()
-        if reason:
-            _no_browser(reason)
+    reason = browser_missing() if item.get_closest_marker("browser") is not None else None
+    if reason and browser_required():
+        pytest.fail(f"{reason}; {_REQUIRED}")
+    if reason:
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -384,7 +421,7 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def page(browser) -> Iterator[object]:  # noqa: ANN001 - playwright's Browser
+def page(browser) -> Iterator[object]:
     """A fresh page (own cookies, own storage) at the README's screenshot size."""
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(WAIT_MS)

@@ -29,6 +29,8 @@ class EchoTarget:
     extra_headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes | None = None
     delay: float = 0.0
+    #: When set, each request is held (after being recorded) until this event is set.
+    hold: threading.Event | None = None
 
     @property
     def url(self) -> str:
@@ -41,6 +43,8 @@ class EchoTarget:
         return list(self.received)
 
     def close(self) -> None:
+        if self.hold is not None:
+            self.hold.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -60,6 +64,8 @@ def start_echo() -> EchoTarget:
             )
             if target.delay:
                 time.sleep(target.delay)
+            if target.hold is not None:
+                target.hold.wait(30)
             answer = target.body
             if answer is None:
                 answer = json.dumps(

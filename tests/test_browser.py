@@ -320,8 +320,8 @@ def test_reconnect_fills_in_missed_requests(page: Page, sqlite_url: str, tmp_pat
         expect(page.locator("#request-count")).to_have_text("5")
         assert page.evaluate("window.__marker") == 1, "the page was reloaded"
     finally:
-        server_a.stop()
-        server_b.stop()
+        server_a.close()
+        server_b.close()
 
 
 # -- 4. hostile input ------------------------------------------------------------------------------

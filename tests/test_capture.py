@@ -229,4 +229,4 @@ def test_oversized_body_is_refused_before_it_is_read(tmp_path, sqlite_url) -> No
         assert httpx.post(bin_["capture_url"], content=b"y" * 1000).status_code == 200
         assert len(_items(srv, bin_["id"])) == 1
     finally:
-        srv.stop()
+        srv.close()

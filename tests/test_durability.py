@@ -130,7 +130,7 @@ def test_store_failure_answers_503_and_acknowledges_nothing(
         items = httpx.get(f"{srv.url}/api/bins/{bin_['id']}/requests").json()["items"]
         assert len(items) == 1
     finally:
-        srv.stop()
+        srv.close()
 
 
 # --- the flush after the commit (HOOKBIN_SQLITE_SYNCHRONOUS=FULL, see app.walsync) ---------------
@@ -329,16 +329,19 @@ def request(i):
         gevent.sleep(0)
     batcher.submit(i)
 gevent.joinall([gevent.spawn(request, i) for i in range(40)])
-# A loop that never runs out of work still commits within idle_max.
-stop = time.monotonic() + 1.0
+# A loop that never runs out of work (until the commit is through, or 2 s at most) still
+# commits within idle_max.
+done = False
+stop = time.monotonic() + 2.0
 def busy():
-    while time.monotonic() < stop:
+    while not done and time.monotonic() < stop:
         gevent.sleep(0)
 spinner = gevent.spawn(busy)
 gevent.sleep(0)
 started = time.monotonic()
 batcher.submit(99)
 waited = time.monotonic() - started
+done = True
 spinner.join()
 print(json.dumps({"batches": [len(b) for b in batches], "busy_wait": waited}))
 """

@@ -249,7 +249,7 @@ def test_pending_forwards_survive_a_restart_and_arrive_once_in_order(
         assert target.received == [f"/in/r{i}" for i in range(5)] + ["/in/last"]
         assert [a["status"] for a in forward_attempts(second, ids[0])][-1] == 200
     finally:
-        second.stop()
+        second.close()
 
 
 def test_retry_now(thread_server: Callable[..., ThreadServer], targets) -> None:
@@ -360,7 +360,7 @@ def test_two_workers_deliver_each_entry_once(tmp_path: Path, sqlite_url: str, ta
     try:
         _deliver_once_each([srv], target)
     finally:
-        srv.stop()
+        srv.close()
 
 
 @pytest.mark.postgres
@@ -374,5 +374,5 @@ def test_two_instances_on_postgres_deliver_each_entry_once(
     try:
         _deliver_once_each([a, b], target)
     finally:
-        a.stop()
-        b.stop()
+        a.close()
+        b.close()

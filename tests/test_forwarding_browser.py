@@ -38,7 +38,7 @@ def one_try_server(sqlite_url: str, tmp_path: Path) -> Iterator[Server]:
     """A server that gives a forward one try only, so a failure shows at once."""
     srv = start_server(sqlite_url, tmp_path, extra_env=forwarding_env(""))
     yield srv
-    srv.stop()
+    srv.close()
 
 
 def test_a_failed_forward_is_shown_and_retried_from_the_page(

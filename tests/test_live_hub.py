@@ -18,6 +18,7 @@ from app.storage import captures, store
 from app.storage.db import make_engine
 from app.storage.migrate import upgrade
 from app.storage.writelock import FileWriteLock, LockTimeout
+from tests.conftest import wait_until
 
 
 @pytest.fixture
@@ -48,16 +49,21 @@ class CountingHub:
 
     def __init__(self, engine, poll_seconds: float) -> None:
         self.fetches: list[str] = []
+        #: Fetches that have returned or failed.
+        self.finished = 0
         self.polls = 0
         #: How many of the next fetches fail, as with a database that went away.
         self.failing = 0
 
         def fetch_after(bin_id: str, after: int, limit: int):
             self.fetches.append(bin_id)
-            if self.failing:
-                self.failing -= 1
-                raise RuntimeError("database went away")
-            return store.requests_after(engine, bin_id, after, limit=limit)
+            try:
+                if self.failing:
+                    self.failing -= 1
+                    raise RuntimeError("database went away")
+                return store.requests_after(engine, bin_id, after, limit=limit)
+            finally:
+                self.finished += 1
 
         def changed_since(after: int):
             self.polls += 1
@@ -71,14 +77,22 @@ class CountingHub:
             changed_since=changed_since,
         )
 
+    def caught_up(self, bins: list[str]) -> None:
+        """Wait until the subscriptions' own catch-up fetches of ``bins`` are over; forget them."""
+        wait_until(
+            lambda: set(bins) <= set(self.fetches) and self.finished == len(self.fetches),
+            5,
+            "the catch-up fetches",
+        )
+        self.fetches.clear()
+
 
 def test_the_safety_poll_delivers_a_request_whose_notification_was_lost(engine) -> None:
     counting = CountingHub(engine, poll_seconds=0.2)
     hub = counting.hub
     watched = [store.create_bin(engine)["id"] for _ in range(50)]
     viewers = [hub.subscribe(b, None) for b in watched]
-    time.sleep(0.3)  # the subscriptions' own catch-up fetches are done
-    counting.fetches.clear()
+    counting.caught_up(watched)
 
     # Stored without waking the hub: as if the notification from another process was lost.
     [stored] = captures.insert_captures(engine, [_capture(watched[7], 1)])
@@ -110,8 +124,7 @@ def test_news_of_a_bin_is_delivered_by_whoever_brings_it(engine) -> None:
     hub = counting.hub
     watched, unwatched = (store.create_bin(engine)["id"] for _ in range(2))
     viewer = hub.subscribe(watched, None)
-    time.sleep(0.2)  # the subscription's own catch-up fetch is done
-    counting.fetches.clear()
+    counting.caught_up([watched])
     stored = captures.insert_captures(engine, [_capture(watched, n) for n in range(3)])
     captures.insert_captures(engine, [_capture(unwatched, 9)])
 
@@ -120,8 +133,12 @@ def test_news_of_a_bin_is_delivered_by_whoever_brings_it(engine) -> None:
     assert viewer.queued() == 3
     assert counting.fetches == [watched]  # nobody here watches the other bin: no query
     assert [viewer.get(timeout=0)["id"] for _ in range(3)] == [s.id for s in stored if s]
-    time.sleep(0.2)
-    assert counting.fetches == [watched]  # nothing was left for the dispatcher to do
+    # Nothing was left for the dispatcher to do: a bin left dirty would be fetched again, at the
+    # latest along with a new subscription's catch-up.
+    probe = store.create_bin(engine)["id"]
+    hub.subscribe(probe, None)
+    wait_until(lambda: probe in counting.fetches, 5, "the probe's catch-up fetch")
+    assert counting.fetches == [watched, probe]
 
 
 def test_deliveries_from_several_threads_queue_each_request_once(engine) -> None:
@@ -155,7 +172,7 @@ def test_a_failed_delivery_is_left_to_the_dispatcher(engine) -> None:
     hub = counting.hub
     bin_id = store.create_bin(engine)["id"]
     viewer = hub.subscribe(bin_id, None)
-    time.sleep(0.2)  # the subscription's own catch-up fetch is done
+    counting.caught_up([bin_id])
     [stored] = captures.insert_captures(engine, [_capture(bin_id)])
     counting.failing = 1
     hub.deliver_now([bin_id])  # its fetch fails: the dispatcher is woken to try again
@@ -202,8 +219,8 @@ def test_a_slow_viewer_holds_a_bounded_backlog_and_still_gets_everything(engine)
     viewer = counting.hub.subscribe(bin_id, None)
     stored = captures.insert_captures(engine, [_capture(bin_id, n) for n in range(100)])
     counting.hub.wake(bin_id)
-    time.sleep(0.5)
-    assert viewer.queued() == 10 and viewer.lagging  # the rest stays in the database
+    # The backlog fills up to its bound; the rest stays in the database.
+    wait_until(lambda: viewer.queued() == 10 and viewer.lagging, 5, "a full backlog")
 
     got = []
     while len(got) < 100:
@@ -274,8 +291,8 @@ def test_the_capture_writer_waits_for_the_lock_without_blocking_and_gives_up_in_
             pytest.fail("the lock was taken while another process held it")
         assert time.monotonic() - started >= 0.3
         # Released while a writer waits: it gets the lock within a few retries.
+        started = time.monotonic()  # before the timer starts: it fires 0.2 s after that
         threading.Timer(0.2, release.set).start()
-        started = time.monotonic()
         with lock.cooperatively(timeout=5):
             waited = time.monotonic() - started
         assert 0.2 <= waited < 3.0  # taken once released, long before the 5 s timeout

@@ -1,8 +1,8 @@
 """Stable bins: bins with chosen names, and bins defined by a TOML file (HOOKBIN_BINS_FILE).
 
-Names are created through the API and the page of a real server; file bins are created by real
-servers as they start (several workers at once), rewritten at each start of the app and again on
-a fresh database, and a broken file keeps ``hookbin serve`` from starting at all.
+Names are created through the API and the page of the app in-process; file bins are created by
+real servers as they start (several workers at once), rewritten at each start of the app and
+again on a fresh database, and a broken file keeps ``hookbin serve`` from starting at all.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import os
 import secrets
 import subprocess
 import sys
@@ -18,12 +19,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import click.testing
 import httpx
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import reserved_bin_names
+from app import cli, reserved_bin_names
 from app.bins import binsfile, names
 from app.bins.binsfile import BinsFileError, FileBin
 from app.rules.validate import validate_responses
@@ -34,7 +36,7 @@ RULE = "3 to 63 characters"
 
 
 def unique_name(prefix: str = "bin") -> str:
-    """A valid name nobody else in the shared server has taken."""
+    """A valid name nobody else has taken."""
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
@@ -57,6 +59,11 @@ def only_request(server: Server, bin_id: str) -> dict:
     return item
 
 
+def only_request_in(client: FlaskClient, bin_id: str) -> dict:
+    [item] = client.get(f"/api/bins/{bin_id}/requests").get_json()["items"]
+    return item
+
+
 @pytest.fixture
 def echo() -> Iterator[EchoTarget]:
     target = start_echo()
@@ -67,21 +74,21 @@ def echo() -> Iterator[EchoTarget]:
 # --- named bins through the API -------------------------------------------------------------------
 
 
-def test_api_creates_a_named_bin_whose_capture_url_uses_the_name(shared_server: Server) -> None:
+def test_api_creates_a_named_bin_whose_capture_url_uses_the_name(client: FlaskClient) -> None:
     name = unique_name("stripe-dev")
-    response = httpx.post(f"{shared_server.url}/api/bins", json={"name": name}, timeout=10)
-    assert response.status_code == 201, response.text
-    bin_ = response.json()
+    response = client.post("/api/bins", json={"name": name})
+    assert response.status_code == 201, response.get_data(as_text=True)
+    bin_ = response.get_json()
     assert bin_["id"] == name
-    assert bin_["capture_url"] == f"{shared_server.url}/h/{name}"
-    assert bin_["view_url"] == f"{shared_server.url}/bins/{name}"
+    assert bin_["capture_url"] == f"http://localhost/h/{name}"
+    assert bin_["view_url"] == f"http://localhost/bins/{name}"
     assert bin_["managed"] is False
-    assert httpx.get(f"{shared_server.url}/api/bins/{name}").json()["id"] == name
+    assert client.get(f"/api/bins/{name}").get_json()["id"] == name
 
-    captured = httpx.post(f"{shared_server.url}/h/{name}/x?y=1", content=b"hello", timeout=10)
+    captured = client.post(f"/h/{name}/x?y=1", data=b"hello")
     assert captured.status_code == 200
-    item = only_request(shared_server, name)
-    assert item["id"] == captured.json()["request_id"]
+    item = only_request_in(client, name)
+    assert item["id"] == captured.get_json()["request_id"]
     assert (item["bin_id"], item["path"], item["query_string"]) == (name, "/x", "y=1")
 
 
@@ -90,23 +97,25 @@ def test_api_creates_a_named_bin_whose_capture_url_uses_the_name(shared_server: 
     [{}, {"json": {}}, {"json": {"name": None}}, {"json": {"other": 1}}],
     ids=["no body", "empty object", "null name", "no name"],
 )
-def test_api_without_a_name_still_makes_a_random_id(shared_server: Server, kwargs: dict) -> None:
-    response = httpx.post(f"{shared_server.url}/api/bins", timeout=10, **kwargs)
-    assert response.status_code == 201, response.text
-    bin_ = response.json()
+def test_api_without_a_name_still_makes_a_random_id(client: FlaskClient, kwargs: dict) -> None:
+    response = client.post("/api/bins", **kwargs)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    bin_ = response.get_json()
     assert len(bin_["id"]) == 22 and bin_["managed"] is False
 
 
-def test_api_refuses_a_taken_name_with_409(shared_server: Server) -> None:
+def test_api_refuses_a_taken_name_with_409(client: FlaskClient) -> None:
     name = unique_name("taken")
-    assert httpx.post(f"{shared_server.url}/api/bins", json={"name": name}).status_code == 201
-    httpx.post(f"{shared_server.url}/h/{name}", content=b"first")
+    assert client.post("/api/bins", json={"name": name}).status_code == 201
+    client.post(f"/h/{name}", data=b"first")
 
-    again = httpx.post(f"{shared_server.url}/api/bins", json={"name": name})
+    again = client.post("/api/bins", json={"name": name})
     assert again.status_code == 409
-    assert again.json() == {"error": f'a bin named "{name}" exists already; choose another name'}
+    assert again.get_json() == {
+        "error": f'a bin named "{name}" exists already; choose another name'
+    }
     # The first bin is untouched.
-    assert only_request(shared_server, name)["body_size"] == len(b"first")
+    assert only_request_in(client, name)["body_size"] == len(b"first")
 
 
 @pytest.mark.parametrize(
@@ -125,10 +134,10 @@ def test_api_refuses_a_taken_name_with_409(shared_server: Server) -> None:
         "../etc",
     ],
 )
-def test_api_refuses_invalid_names_with_the_rule(shared_server: Server, name: str) -> None:
-    response = httpx.post(f"{shared_server.url}/api/bins", json={"name": name})
+def test_api_refuses_invalid_names_with_the_rule(client: FlaskClient, name: str) -> None:
+    response = client.post("/api/bins", json={"name": name})
     assert response.status_code == 400
-    message = response.json()["error"]
+    message = response.get_json()["error"]
     assert "is not a valid bin name" in message and RULE in message
     assert "starting and ending with a letter or digit" in message
 
@@ -136,11 +145,11 @@ def test_api_refuses_invalid_names_with_the_rule(shared_server: Server, name: st
 @pytest.mark.parametrize(
     "name", ["api", "bins", "static", "healthz", "admin", "metrics", "openapi", "new", "www"]
 )
-def test_api_refuses_reserved_names(shared_server: Server, name: str) -> None:
-    response = httpx.post(f"{shared_server.url}/api/bins", json={"name": name})
+def test_api_refuses_reserved_names(client: FlaskClient, name: str) -> None:
+    response = client.post("/api/bins", json={"name": name})
     assert response.status_code == 400
-    assert response.json()["error"].startswith(f'"{name}" is reserved')
-    assert httpx.get(f"{shared_server.url}/api/bins/{name}").status_code == 404
+    assert response.get_json()["error"].startswith(f'"{name}" is reserved')
+    assert client.get(f"/api/bins/{name}").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -151,21 +160,17 @@ def test_api_refuses_reserved_names(shared_server: Server, name: str) -> None:
         (b'{"name": 42}', "name must be a string (or null for a random id)"),
     ],
 )
-def test_api_refuses_malformed_bodies(shared_server: Server, content: bytes, message: str) -> None:
-    response = httpx.post(
-        f"{shared_server.url}/api/bins",
-        content=content,
-        headers={"Content-Type": "application/json"},
-    )
+def test_api_refuses_malformed_bodies(client: FlaskClient, content: bytes, message: str) -> None:
+    response = client.post("/api/bins", data=content, headers={"Content-Type": "application/json"})
     assert response.status_code == 400
-    assert response.json() == {"error": message}
+    assert response.get_json() == {"error": message}
 
 
 @pytest.mark.parametrize("name", ["abc", "9lives", "a-b", "a--b", "x" * 63, "0" * 22])
-def test_names_at_the_edges_of_the_rule_are_accepted(shared_server: Server, name: str) -> None:
-    response = httpx.post(f"{shared_server.url}/api/bins", json={"name": name})
-    assert response.status_code == 201, response.text
-    assert response.json()["id"] == name
+def test_names_at_the_edges_of_the_rule_are_accepted(client: FlaskClient, name: str) -> None:
+    response = client.post("/api/bins", json={"name": name})
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert response.get_json()["id"] == name
 
 
 # --- reserved names follow the routes -------------------------------------------------------------
@@ -193,25 +198,25 @@ def test_every_route_prefix_is_reserved_and_a_new_route_reserves_its_own(app: Fl
 # --- named bins from the page ---------------------------------------------------------------------
 
 
-def test_index_page_has_the_optional_name_field(shared_server: Server) -> None:
-    page = httpx.get(shared_server.url + "/").text
+def test_index_page_has_the_optional_name_field(client: FlaskClient) -> None:
+    page = client.get("/").get_data(as_text=True)
     assert 'id="bin-name"' in page and 'name="name"' in page
     assert 'id="bin-name-error"' not in page
 
 
-def test_page_creates_a_named_bin_and_goes_to_it(shared_server: Server) -> None:
+def test_page_creates_a_named_bin_and_goes_to_it(client: FlaskClient) -> None:
     name = unique_name("page")
     # Surrounding blanks from a paste are forgiven on the page.
-    response = httpx.post(f"{shared_server.url}/bins", data={"name": f"  {name} "})
+    response = client.post("/bins", data={"name": f"  {name} "})
     assert response.status_code == 303
     assert response.headers["Location"] == f"/bins/{name}"
-    page = httpx.get(f"{shared_server.url}/bins/{name}").text
-    assert f'value="{shared_server.url}/h/{name}"' in page
+    page = client.get(f"/bins/{name}").get_data(as_text=True)
+    assert f'value="http://localhost/h/{name}"' in page
     assert 'id="managed-note"' not in page
 
 
-def test_page_without_a_name_makes_a_random_bin(shared_server: Server) -> None:
-    response = httpx.post(f"{shared_server.url}/bins", data={"name": ""})
+def test_page_without_a_name_makes_a_random_bin(client: FlaskClient) -> None:
+    response = client.post("/bins", data={"name": ""})
     assert response.status_code == 303
     bin_id = response.headers["Location"].removeprefix("/bins/")
     assert len(bin_id) == 22
@@ -225,11 +230,11 @@ def test_page_without_a_name_makes_a_random_bin(shared_server: Server) -> None:
     ],
 )
 def test_page_shows_errors_inline_and_keeps_what_was_typed(
-    shared_server: Server, typed: str, status: int, says: str
+    client: FlaskClient, typed: str, status: int, says: str
 ) -> None:
-    response = httpx.post(f"{shared_server.url}/bins", data={"name": typed})
+    response = client.post("/bins", data={"name": typed})
     assert response.status_code == status
-    page = response.text
+    page = response.get_data(as_text=True)
     assert 'id="bin-name-error"' in page and 'aria-invalid="true"' in page
     assert f'value="{html.escape(typed)}"' in page
     assert "<b>" not in page.split('id="bin-name-error"', 1)[1]  # escaped, not markup
@@ -237,13 +242,13 @@ def test_page_shows_errors_inline_and_keeps_what_was_typed(
     assert says in html.unescape(error)
 
 
-def test_page_refuses_a_taken_name_with_409_and_keeps_it(shared_server: Server) -> None:
+def test_page_refuses_a_taken_name_with_409_and_keeps_it(client: FlaskClient) -> None:
     name = unique_name("page-taken")
-    assert httpx.post(f"{shared_server.url}/bins", data={"name": name}).status_code == 303
-    response = httpx.post(f"{shared_server.url}/bins", data={"name": name})
+    assert client.post("/bins", data={"name": name}).status_code == 303
+    response = client.post("/bins", data={"name": name})
     assert response.status_code == 409
-    assert f'value="{name}"' in response.text
-    assert "exists already" in html.unescape(response.text)
+    assert f'value="{name}"' in response.get_data(as_text=True)
+    assert "exists already" in html.unescape(response.get_data(as_text=True))
 
 
 # --- the bins file --------------------------------------------------------------------------------
@@ -338,12 +343,7 @@ def test_bins_file_bins_exist_at_start_with_signing_and_forwarding(
         assert srv.process.poll() is None
         assert "Exception in worker process" not in srv.log()
     finally:
-        srv.stop()
-
-
-def only_request_in(client: FlaskClient, bin_id: str) -> dict:
-    [item] = client.get(f"/api/bins/{bin_id}/requests").get_json()["items"]
-    return item
+        srv.close()
 
 
 def test_restart_rewrites_settings_and_a_fresh_database_gets_the_same_urls(
@@ -449,8 +449,6 @@ BROKEN_FILES = [
 
 
 def _serve(env_extra: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    import os
-
     env = {
         **os.environ,
         "HOOKBIN_DATABASE_URL": f"sqlite:///{tmp_path / 'refused.sqlite3'}",
@@ -473,18 +471,40 @@ def _serve(env_extra: dict[str, str], tmp_path: Path) -> subprocess.CompletedPro
     return result
 
 
+def _serve_in_process(
+    bins_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> click.testing.Result:
+    """``hookbin serve`` run by click in this process, where gunicorn cannot be started: the
+    refusals are the command's own (the process around them is ``_serve``'s business)."""
+
+    def no_gunicorn(*_args: object) -> None:
+        raise AssertionError("hookbin serve went on to start gunicorn")
+
+    monkeypatch.setattr(os, "execv", no_gunicorn)
+    env = {
+        "HOOKBIN_DATABASE_URL": f"sqlite:///{tmp_path / 'refused.sqlite3'}",
+        "HOOKBIN_BINS_FILE": str(bins_file),
+        # Set by the command; unset, and restored, around it.
+        "HOOKBIN_LISTEN_PORT": None,
+        "HOOKBIN_NOT_SET_X": None,
+    }
+    return click.testing.CliRunner().invoke(
+        cli.main, ["serve", "--port", str(free_port()), "--workers", "1"], env=env
+    )
+
+
 @pytest.mark.parametrize(("text", "bin_name", "problem"), BROKEN_FILES)
 def test_a_broken_bins_file_keeps_the_server_from_starting(
-    tmp_path: Path, text: str, bin_name: str, problem: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, bin_name: str, problem: str
 ) -> None:
     bins_file = tmp_path / "team-bins.toml"
     bins_file.write_text(text, encoding="utf-8")
-    result = _serve({"HOOKBIN_BINS_FILE": str(bins_file)}, tmp_path)
-    assert result.returncode == 1, result.stdout + result.stderr
+    result = _serve_in_process(bins_file, tmp_path, monkeypatch)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # no other exception
     assert f'bins file {bins_file}: bin "{bin_name}": ' in result.stderr
     assert problem in result.stderr
     assert "Hookbin did not start." in result.stderr
-    assert "Traceback" not in result.stderr
     assert not (tmp_path / "refused.sqlite3").exists()  # refused before touching the database
 
 
@@ -499,20 +519,24 @@ def test_a_broken_bins_file_keeps_the_server_from_starting(
     ],
 )
 def test_a_bins_file_that_is_not_a_bins_file_is_refused(
-    tmp_path: Path, text: str, problem: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, problem: str
 ) -> None:
     bins_file = tmp_path / "bins.toml"
     bins_file.write_text(text, encoding="utf-8")
-    result = _serve({"HOOKBIN_BINS_FILE": str(bins_file)}, tmp_path)
-    assert result.returncode == 1
+    result = _serve_in_process(bins_file, tmp_path, monkeypatch)
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit), result.exception
     assert f"bins file {bins_file}: {problem}" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "refused.sqlite3").exists()
 
 
 def test_a_missing_bins_file_is_refused(tmp_path: Path) -> None:
+    # A real process: it exits with 1, says why without a traceback, and listens nowhere.
     result = _serve({"HOOKBIN_BINS_FILE": str(tmp_path / "nope.toml")}, tmp_path)
     assert result.returncode == 1
     assert f"bins file {tmp_path / 'nope.toml'}: cannot be read" in result.stderr
+    assert "Hookbin did not start." in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_create_app_refuses_a_broken_file_too(tmp_path: Path) -> None:
@@ -533,8 +557,6 @@ def test_create_app_refuses_a_broken_file_too(tmp_path: Path) -> None:
 
 
 def test_bins_check_command(tmp_path: Path) -> None:
-    import os
-
     good = write_bins_file(tmp_path / "good.toml", "http://localhost:3000/")
     env = {**os.environ, "HOOKBIN_TEST_STRIPE_SECRET": STRIPE_SECRET}
     ok = subprocess.run(
@@ -780,7 +802,7 @@ def test_bins_file_on_postgres_with_several_workers(postgres_url: str, tmp_path:
         assert srv.process.poll() is None
         assert "Exception in worker process" not in srv.log()
     finally:
-        srv.stop()
+        srv.close()
 
 
 def test_a_missing_bin_gets_a_page_that_says_so(client: FlaskClient) -> None:

@@ -263,7 +263,8 @@ def test_redirect_is_returned_not_followed(server: RawServer) -> None:
     result = go(target_for(f"http://127.0.0.1:{server.port}/"), method="GET")
     assert result.status == 302
     assert ("Location", "/elsewhere") in result.headers
-    time.sleep(0.1)
+    # The target records a request before answering it, and a followed redirect is answered
+    # before the client returns: a second request would be here already.
     assert len(server.received) == 1
 
 

@@ -31,9 +31,9 @@ def instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server
             try:
                 yield a, b
             finally:
-                b.stop()
+                b.close()
         finally:
-            a.stop()
+            a.close()
 
 
 def test_capture_store_and_read_back_on_postgres(instances: tuple[Server, Server]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -81,32 +81,29 @@ def test_replay_sends_the_same_request_and_shows_the_answer(shared_server: Serve
         "http://user@127.0.0.1/",
     ],
 )
-def test_replay_refuses_metadata_and_odd_targets(shared_server: Server, url: str) -> None:
-    bin_ = shared_server.create_bin()
-    rid = _capture(shared_server, bin_)
-    response = httpx.post(f"{shared_server.url}/api/requests/{rid}/replay", json={"url": url})
+def test_replay_refuses_metadata_and_odd_targets(client: FlaskClient, url: str) -> None:
+    rid = _capture_in_process(client)
+    response = client.post(f"/api/requests/{rid}/replay", json={"url": url})
     assert response.status_code == 422
-    assert response.json()["error"]
-    assert httpx.get(f"{shared_server.url}/api/requests/{rid}/attempts").json()["items"] == []
+    assert response.get_json()["error"]
+    assert client.get(f"/api/requests/{rid}/attempts").get_json()["items"] == []
 
 
-def test_replay_to_own_capture_url_is_refused(shared_server: Server) -> None:
-    bin_ = shared_server.create_bin()
-    rid = _capture(shared_server, bin_)
-    response = httpx.post(
-        f"{shared_server.url}/api/requests/{rid}/replay", json={"url": bin_["capture_url"]}
-    )
+def test_replay_to_own_capture_url_is_refused(client: FlaskClient) -> None:
+    bin_ = create_bin(client)
+    client.post(f"/h/{bin_['id']}/hook")
+    [item] = client.get(f"/api/bins/{bin_['id']}/requests").get_json()["items"]
+    response = client.post(f"/api/requests/{item['id']}/replay", json={"url": bin_["capture_url"]})
     assert response.status_code == 422
 
 
-def test_unreachable_target_is_502_and_stored(shared_server: Server) -> None:
-    bin_ = shared_server.create_bin()
-    rid = _capture(shared_server, bin_)
+def test_unreachable_target_is_502_and_stored(client: FlaskClient) -> None:
+    rid = _capture_in_process(client)
     dead = f"http://127.0.0.1:{free_port()}/"
-    response = httpx.post(f"{shared_server.url}/api/requests/{rid}/replay", json={"url": dead})
+    response = client.post(f"/api/requests/{rid}/replay", json={"url": dead})
     assert response.status_code == 502
-    assert "refused" in response.json()["error"]
-    [attempt] = httpx.get(f"{shared_server.url}/api/requests/{rid}/attempts").json()["items"]
+    assert "refused" in response.get_json()["error"]
+    [attempt] = client.get(f"/api/requests/{rid}/attempts").get_json()["items"]
     assert attempt["status"] is None and attempt["error"]
 
 
@@ -141,10 +138,12 @@ def test_auto_forward_never_delays_the_sender(shared_server: Server, echo) -> No
         f"{shared_server.url}/api/bins/{bin_['id']}",
         json={"forward_url": echo.url, "auto_forward": True},
     )
-    echo.delay = 1.5
-    started = time.monotonic()
+    # The target holds every forward until released: a sender that waited for it would hang.
+    echo.hold = threading.Event()
     ids = [_capture(shared_server, bin_, f"/n{i}", content=f"{i}".encode()) for i in range(3)]
-    assert time.monotonic() - started < 1.5, "the sender waited for the forward target"
+    wait_until(lambda: echo.received, 10, "the first forward")
+    assert [r.path for r in echo.received] == ["/n0"]  # the rest wait behind it, in order
+    echo.hold.set()
     got = echo.wait_for(3, timeout=15)
     assert [r.path for r in got] == ["/n0", "/n1", "/n2"]  # delivered in capture order
     assert [r.body for r in got] == [b"0", b"1", b"2"]

@@ -161,7 +161,7 @@ def test_two_workers_share_live_updates(tmp_path: Path, sqlite_url: str) -> None
         # over fresh connections, both workers serve both roles.
         _fan_in([srv], [srv])
     finally:
-        srv.stop()
+        srv.close()
 
 
 def test_two_instances_on_one_sqlite_file_share_live_updates(
@@ -173,8 +173,8 @@ def test_two_instances_on_one_sqlite_file_share_live_updates(
         _fan_in([b], [a])  # captured only by B, watched only on A
         _fan_in([a, b], [a, b])
     finally:
-        a.stop()
-        b.stop()
+        a.close()
+        b.close()
 
 
 def test_viewer_resumes_after_a_server_restart(tmp_path: Path, sqlite_url: str) -> None:
@@ -195,7 +195,7 @@ def test_viewer_resumes_after_a_server_restart(tmp_path: Path, sqlite_url: str) 
         finally:
             resumed.close()
     finally:
-        srv.stop()
+        srv.close()
 
 
 def test_the_zero_cursor_means_from_the_start(shared_server: Server) -> None:
@@ -250,4 +250,4 @@ def test_a_viewer_that_stalls_gets_every_request_intact_when_it_reads_again(
         ws.close()
         assert seen == ids
     finally:
-        server.stop()
+        server.close()
