@@ -39,6 +39,9 @@ class Settings:
     public_url: str = ""
     #: Largest request body accepted on a capture URL, in bytes (GitHub sends at most 25 MiB).
     max_body_bytes: int = 25 * 1024 * 1024
+    #: Longest a capture's body may take to arrive once its headers are in, in seconds; a body
+    #: still incomplete then is dropped (408). 0: no limit.
+    body_timeout_seconds: float = 30.0
     #: SQLite ``synchronous`` mode. FULL makes every acknowledged capture survive power loss;
     #: commits are batched, and each batch is flushed once after its commit (``storage.walsync``).
     sqlite_synchronous: str = "FULL"

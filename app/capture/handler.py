@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.capture import wireheaders
+from app.capture.body import BodyIncomplete, BodyTimeout, BodyTooLarge, read_body
 from app.capture.delivery_ids import delivery_of
 from app.config import Settings
 from app.core import fastjson
@@ -33,7 +34,6 @@ from app.storage.repository import Storage
 log = logging.getLogger(__name__)
 
 CAPTURE_PREFIX = "/h/"
-_READ_CHUNK = 64 * 1024
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -46,10 +46,6 @@ _COMMON_HEADERS = [
     # Browser-based senders may post here from any origin; capture answers carry no credentials.
     ("Access-Control-Allow-Origin", "*"),
 ]
-
-
-class BodyTooLarge(Exception):
-    """The body is larger than HOOKBIN_MAX_BODY_BYTES."""
 
 
 def _answer(
@@ -155,30 +151,6 @@ def headers_from_environ(environ: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def read_body(environ: dict[str, Any], limit: int) -> bytes:
-    """Read the request body, refusing (without reading it all) when it exceeds ``limit``."""
-    stream = environ["wsgi.input"]
-    length_header = environ.get("CONTENT_LENGTH") or ""
-    if length_header.strip():
-        length = int(length_header)
-        if length > limit:
-            raise BodyTooLarge
-        return stream.read(length) if length else b""
-    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-    if not chunked and not environ.get("wsgi.input_terminated"):
-        return b""
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        chunk = stream.read(_READ_CHUNK)
-        if not chunk:
-            return b"".join(parts)
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        parts.append(chunk)
-
-
 def make_capture_app(
     settings: Settings,
     storage: Storage,
@@ -199,12 +171,31 @@ def make_capture_app(
         if parts is None:
             return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
         bin_id, sub_path = parts
-        bin_ = storage.cached_bin(bin_id)
+        try:
+            bin_ = storage.cached_bin(bin_id)
+        except SQLAlchemyError:  # the database is away: nothing can be stored, say so
+            log.exception("could not look up bin %s", bin_id)
+            return _retry_later(start_response, environ)
         if bin_ is None:
             return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
 
         try:
-            body = read_body(environ, settings.max_body_bytes)
+            body = read_body(environ, settings.max_body_bytes, settings.body_timeout_seconds)
+        except BodyTimeout:
+            # The server closes the connection after this answer: the rest is never read.
+            return _answer(
+                start_response,
+                environ,
+                "408 Request Timeout",
+                {"error": f"body not received within {settings.body_timeout_seconds:g} s"},
+            )
+        except BodyIncomplete:
+            return _answer(
+                start_response,
+                environ,
+                "400 Bad Request",
+                {"error": "the body ended before it was complete; nothing was stored"},
+            )
         except BodyTooLarge:
             return _answer(
                 start_response,

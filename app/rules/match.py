@@ -12,12 +12,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
+#: Largest body that rules and templates parse or decode. Parsing JSON costs many times the
+#: body's size in memory and holds the worker while it runs; larger bodies are still stored, but
+#: no JSON condition holds for them and templates see them as empty.
+MAX_PARSED_BODY_BYTES = 1024 * 1024
+
 
 class Incoming:
     """The parts of a captured request that rules look at and templates may read.
 
     Parsed views (query, form, JSON) are computed on first use only, so a bin whose rules look at
-    the method and path never parses a body.
+    the method and path never parses a body. A body over ``MAX_PARSED_BODY_BYTES`` is never
+    parsed or decoded: its JSON is None, its text empty, its form ``{}``.
     """
 
     def __init__(
@@ -50,10 +56,15 @@ class Incoming:
         wanted = name.lower()
         return [v for n, v in self.headers if n.lower() == wanted]
 
+    @property
+    def parsable(self) -> bool:
+        """True when the body is small enough to be parsed (``MAX_PARSED_BODY_BYTES``)."""
+        return len(self.body) <= MAX_PARSED_BODY_BYTES
+
     @functools.cached_property
     def json(self) -> Any:
-        """The body parsed as JSON, or None when it is not JSON."""
-        if not self.body:
+        """The body parsed as JSON, or None when it is not JSON (or too large to parse)."""
+        if not self.body or not self.parsable:
             return None
         try:
             return json.loads(self.body)
@@ -62,7 +73,9 @@ class Incoming:
 
     @functools.cached_property
     def text(self) -> str:
-        """The body as text; invalid UTF-8 becomes U+FFFD."""
+        """The body as text (empty when too large to parse); invalid UTF-8 becomes U+FFFD."""
+        if not self.parsable:
+            return ""
         return self.body.decode("utf-8", errors="replace")
 
     @functools.cached_property
@@ -116,7 +129,8 @@ def _matches(rule: dict[str, Any], incoming: Incoming) -> bool:
     if header is not None and not _header_matches(header, incoming):
         return False
     cond = rule.get("json")
-    return cond is None or _json_matches(cond, incoming.json)
+    # Not even "present": false holds for a body too large to parse: it was not looked at.
+    return cond is None or (incoming.parsable and _json_matches(cond, incoming.json))
 
 
 def _header_matches(cond: dict[str, Any], incoming: Incoming) -> bool:

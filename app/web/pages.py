@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
 from app.access import keys
@@ -63,6 +64,16 @@ def _not_found(_exc: Exception) -> tuple[Response | str, int]:
         return current_app.json.response({"error": "not found"}), 404
     bin_id = (request.view_args or {}).get("bin_id")
     return render_template("not_found.html", bin_id=bin_id), 404
+
+
+@bp.app_errorhandler(SQLAlchemyError)
+def _database_unavailable(exc: SQLAlchemyError) -> tuple[Response, int]:
+    # The database is away or refused the work (a lost connection, a full disk, a lock held too
+    # long): a passing condition, so clients are told to retry rather than shown a crash.
+    current_app.logger.error("database error on %s %s: %s", request.method, request.path, exc)
+    response = current_app.json.response({"error": "the database is unavailable; retry"})
+    response.headers["Retry-After"] = "1"
+    return response, 503
 
 
 def _is_htmx() -> bool:

@@ -16,6 +16,17 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "hookbin_requests"
 
+# A database host that vanishes without closing the connection (a network cut, a VM gone) would
+# leave the listener waiting forever: give up on connecting after 10 s, and let TCP keepalives
+# notice a dead idle connection within about a minute so that it is replaced.
+_LISTEN_OPTIONS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
 
 def conninfo_from_sqlalchemy(url: str) -> str:
     """Turn ``postgresql+psycopg://...`` into a libpq connection string."""
@@ -44,7 +55,7 @@ class PostgresNotifier:
         first = True
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                with psycopg.connect(self._conninfo, autocommit=True, **_LISTEN_OPTIONS) as conn:
                     self._conn = conn
                     conn.execute(f"LISTEN {CHANNEL}")
                     ready.set()
