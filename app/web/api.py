@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException
@@ -21,6 +22,7 @@ from app.web import auth
 from app.web.auth import Grant, bin_or_404, request_or_404
 from app.web.lookup import services, storage, verdicts_of
 from app.web.serialize import public_attempt, public_bin, public_forward, public_request
+from app.web.urls import view_url
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -148,6 +150,55 @@ def delete_bin(bin_id: str) -> tuple[str, int]:
     """Delete a bin and everything in it."""
     bin_or_404(bin_id, Grant.MANAGE)
     if not storage().delete_bin(bin_id):
+        abort(404)
+    return "", 204
+
+
+@bp.post("/bins/<bin_id>/token")
+def new_token(bin_id: str) -> Response:
+    """A new API token for the bin, shown this once; the old one stops working."""
+    bin_or_404(bin_id, Grant.MANAGE)
+    token = keys.new_token()
+    storage().update_bin(bin_id, token_hash=keys.digest(token))
+    return jsonify({"token": token})
+
+
+@bp.post("/bins/<bin_id>/view-link")
+def new_view_link(bin_id: str) -> Response:
+    """A new view link for the bin; every older one stops working."""
+    bin_or_404(bin_id, Grant.MANAGE)
+    updated = storage().update_bin(bin_id, page_key_salt=keys.new_salt()) or {}
+    return jsonify(public_bin(updated, auth.page_key_of(updated)))
+
+
+@bp.get("/bins/<bin_id>/shares")
+def list_shares(bin_id: str) -> Response:
+    """The bin's read-only share links (their keys are never shown again)."""
+    bin_or_404(bin_id, Grant.MANAGE)
+    return jsonify({"items": storage().list_shares(bin_id)})
+
+
+@bp.post("/bins/<bin_id>/shares")
+def new_share(bin_id: str) -> tuple[Response, int]:
+    """A read-only share link of the bin: its ``key`` and ``url`` are shown this once."""
+    bin_or_404(bin_id, Grant.MANAGE)
+    data = _request_json() if request.get_data() else {}
+    if not isinstance(data, dict):
+        return _error(400, "expected a JSON object body (or no body)")
+    label = data.get("label")
+    if label is not None and (not isinstance(label, str) or len(label) > 100):
+        return _error(400, "label must be a string of at most 100 characters, or null")
+    share_key = keys.new_share_key()
+    share = storage().add_share(bin_id, keys.new_salt(), keys.digest(share_key), label or None)
+    url = view_url(bin_id) + "?" + urlencode({"share": share_key})
+    return jsonify({**share, "key": share_key, "url": url}), 201
+
+
+@bp.delete("/bins/<bin_id>/shares/<share_id>")
+def revoke_share(bin_id: str, share_id: str) -> tuple[str, int]:
+    """Revoke a share link: whoever holds it loses the bin at once."""
+    bin_or_404(bin_id, Grant.MANAGE)
+    if not storage().revoke_share(bin_id, share_id):
         abort(404)
     return "", 204
 
