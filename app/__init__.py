@@ -66,7 +66,13 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
         # After every route is registered: names in the bins file may not shadow any of them.
         binsfile.apply(services.storage, settings.bins_file, reserved_names(app.url_map))
 
-    capture = make_capture_app(settings, services.storage, services.batcher, services.delivery.wake)
+    capture = make_capture_app(
+        settings,
+        services.storage,
+        services.batcher,
+        services.delivery.wake,
+        services.limits,
+    )
     if settings.log_format.strip().lower() == "json":
         capture = logs.tag_captures(capture)
     capture = metrics.measure_captures(capture)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tempfile
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -22,6 +23,31 @@ def _bool(value: str) -> bool:
     if lowered in {"0", "false", "no", "off", ""}:
         return False
     raise ValueError(f"expected a boolean (true/false), got {value!r}")
+
+
+_DURATION = re.compile(r"([0-9]{1,9})([smhd]?)")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}
+#: Largest count of requests a bin may be capped at.
+MAX_REQUESTS_LIMIT = 1_000_000_000
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a duration such as ``90s``, ``15m``, ``12h`` or ``30d`` (bare digits: seconds).
+
+    Raises ValueError for anything else, surrounding whitespace included.
+    """
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"expected a duration like 90s, 15m, 12h or 30d, not {text!r}")
+    return int(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+def format_duration(seconds: int) -> str:
+    """``seconds`` in the largest unit that divides it exactly (``0`` stays ``0``)."""
+    for unit in "dhm":
+        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return "0" if seconds == 0 else f"{seconds}s"
 
 
 def _default_database_url() -> str:
@@ -101,6 +127,15 @@ class Settings:
     listen_port: int = 8000
     #: Number of reverse proxies in front of Hookbin whose X-Forwarded-* headers are trusted.
     proxy_hops: int = 0
+    #: Captures per bin, ``N/s`` or ``N/min``, counted across every process and instance; beyond
+    #: it a capture is answered 429 and not stored. 0: no limit (dropping deliveries fails an
+    #: inspector's users, so only the operator of a public instance sets one).
+    bin_rate_limit: str = "0"
+    #: Captures per source address (behind HOOKBIN_PROXY_HOPS), as ``bin_rate_limit``. 0: none.
+    source_rate_limit: str = "0"
+    #: Bins made per source address (API and page). On by default: one address cannot fill the
+    #: database with bins, and a person or a test suite making one per second stays under it.
+    create_rate_limit: str = "60/min"
     #: Write gunicorn's access log to stderr. Off by default: every capture is recorded in the
     #: database and shown on its bin's page, and a log line per request costs throughput.
     access_log: bool = False
@@ -117,6 +152,12 @@ class Settings:
     #: per line (time, level, logger, message, and bin_id/request_id where known).
     log_format: str = "text"
 
+    #: How long captured requests are kept (``90s``, ``15m``, ``12h``, ``30d``; ``0``: forever),
+    #: unless a bin sets its own. A background purge deletes older ones within seconds.
+    retention: str = "30d"
+    #: Most requests kept per bin (the newest), unless a bin sets its own. 0: no cap.
+    bin_max_requests: int = 10000
+
     def __post_init__(self) -> None:
         if self.create_bins not in ("open", "token"):
             raise ValueError(f"HOOKBIN_CREATE_BINS must be open or token, not {self.create_bins!r}")
@@ -127,6 +168,19 @@ class Settings:
                 "HOOKBIN_ALLOW_PRIVATE_TARGETS must be auto, true or false, "
                 f"not {self.allow_private_targets!r}"
             ) from None
+        # Refused here, so that a server never starts with a limit it would misread.
+        try:
+            parse_duration(self.retention.strip())
+        except ValueError:
+            raise ValueError(
+                "HOOKBIN_RETENTION must be a duration like 90s, 15m, 12h or 30d (0: keep "
+                f"requests forever), not {self.retention!r}"
+            ) from None
+        if not 0 <= self.bin_max_requests <= MAX_REQUESTS_LIMIT:
+            raise ValueError(
+                f"HOOKBIN_BIN_MAX_REQUESTS must be 0 (no cap) to {MAX_REQUESTS_LIMIT}, "
+                f"not {self.bin_max_requests}"
+            )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -144,6 +198,11 @@ class Settings:
             except ValueError as exc:
                 raise ValueError(f"HOOKBIN_{f.name.upper()}: {exc}") from None
         return cls(**values)
+
+    @property
+    def retention_seconds(self) -> int:
+        """``retention`` in seconds (0: keep forever)."""
+        return parse_duration(self.retention.strip())
 
     @property
     def is_sqlite(self) -> bool:

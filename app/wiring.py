@@ -19,12 +19,15 @@ from app.config import Settings
 from app.core import lifecycle
 from app.core.blocking import run_blocking
 from app.delivery.loop import DeliveryLoop
+from app.limits.counts import add_hits
+from app.limits.policy import Limits, build_limits
 from app.live.hub import Hub
 from app.live.pubsub import Notifier, make_notifier
 from app.ops import metrics
 from app.storage.batcher import CommitBatcher
 from app.storage.captures import Capture, Stored, insert_captures
 from app.storage.db import make_engine, sqlite_file
+from app.storage.purge import PurgeLease, PurgeLoop
 from app.storage.repository import Storage
 from app.storage.walsync import Checkpointer, WalFile
 from app.storage.writelock import FileWriteLock, writer_lock_path
@@ -47,6 +50,10 @@ class Services:
     writer_engine: Engine | None = None
     #: SQLite: the background checkpoints of the capture writer's log.
     checkpointer: Checkpointer | None = None
+    #: Deletes requests past retention or beyond their bin's cap (one process at a time).
+    purge: PurgeLoop | None = None
+    #: Rate limits on captures and bin creation (each None when off).
+    limits: Limits = field(default_factory=Limits)
     _started_pid: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -62,9 +69,13 @@ class Services:
             self.notifier.start(lambda bin_id: self.hub.deliver_now((bin_id,)))
             self._started_pid = os.getpid()
         self.delivery.ensure_started()
+        if self.purge is not None:
+            self.purge.start()
 
     def close(self) -> None:
         """Release sockets and connections (tests call this)."""
+        if self.purge is not None:
+            self.purge.stop()
         self.delivery.stop()
         self.notifier.close()
         self.writes.close()
@@ -161,6 +172,11 @@ def build_services(settings: Settings) -> Services:
         linger_seconds=settings.commit_linger_ms / 1000.0,
         idle_max_seconds=settings.commit_idle_max_ms / 1000.0,
     )
+
+    def count_hits(scope: str, key: str, window: int, hits: int, sweep: int | None) -> int:
+        return storage.write(add_hits, scope, key, window, hits, sweep_before=sweep)
+
+    purge = PurgeLoop(storage, settings, PurgeLease(engine, db_file))
     services = Services(
         settings=settings,
         engine=engine,
@@ -172,11 +188,14 @@ def build_services(settings: Settings) -> Services:
         writes=writes,
         writer_engine=writer_engine,
         checkpointer=checkpointer,
+        purge=purge,
+        limits=build_limits(settings, count_hits),
     )
     # Under gunicorn, deliveries left pending (by a restart, by other processes) resume without
     # waiting for a first request to this worker.
     lifecycle.at_worker_start(services.start)
     lifecycle.at_worker_exit(partial(services.delivery.stop, settings.replay_timeout_seconds))
+    lifecycle.at_worker_exit(purge.stop)
     return services
 
 

@@ -33,6 +33,11 @@ on Linux, so both processes share it). Each sender runs with M and with 0 idle v
 wrk senders once more against the bare Flask route, whose answer times under the same load are
 the baseline. Every stored capture of the target bin must arrive as exactly one frame.
 
+Part P (``--purge``) - captures while the purge deletes: per round, the same wrk load into a
+bin that keeps everything and into one capped at ``--purge-cap`` (1000), which the purge trims all
+through the run; the median capture rates are compared. Bins the benchmark makes elsewhere keep
+every request (``max_requests`` 0), so that each answer can be checked against the rows.
+
 Results: a markdown table on stdout and in bench/results/latest.md (scratch, with the server
 logs in bench/results/logs/); every round's raw figures and the settings in
 bench/data/<UTC date>-<commit>.json (tracked). Exits 1 when a stored row is missing (Part A), or
@@ -130,7 +135,8 @@ def cmdline(argv: list[str], env: dict[str, str] | None = None) -> str:
 def http(
     method: str, url: str, body: bytes | None = None, timeout: float = 10
 ) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method=method)  # noqa: S310 - loopback only
+    headers = {} if body is None else {"Content-Type": "application/json"}
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
             return resp.status, resp.read()
@@ -265,12 +271,23 @@ class Server:
             self.proc.kill()
             self.proc.wait()
 
-    def create_bin(self) -> dict[str, Any]:
-        """Create a bin through the API; its JSON."""
+    def create_bin(self, max_requests: int | None = 0) -> dict[str, Any]:
+        """Create a bin through the API; its JSON.
+
+        The bin keeps ``max_requests`` requests (default 0: every one, so that each answer can
+        be checked against the rows; None: the server's cap).
+        """
         status, body = http("POST", self.url + "/api/bins")
         if status != 201:
             raise RuntimeError(f"POST /api/bins answered {status}: {body[:200]!r}")
-        return json.loads(body)
+        made = json.loads(body)
+        if max_requests is not None:
+            change = json.dumps({"max_requests": max_requests}).encode()
+            status, body = http("PATCH", f"{self.url}/api/bins/{made['id']}", change)
+            if status != 200:
+                raise RuntimeError(f"PATCH /api/bins answered {status}: {body[:200]!r}")
+            made = json.loads(body)
+        return made
 
 
 def _clean_env() -> dict[str, str]:
@@ -616,6 +633,74 @@ def part_a(args: argparse.Namespace, servers: Servers, log: Any) -> dict[str, An
         ],
         "checks_ok": all(r.check.get("ok") for k in ("hookbin", "hookbin_normal") for r in runs[k]),
     }
+
+
+def _rows(db_path: Path, bin_id: str) -> int:
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        query = "SELECT count(*) FROM requests WHERE bin_id = ?"
+        return int(con.execute(query, (bin_id,)).fetchone()[0])
+    finally:
+        con.close()
+
+
+def part_purge(args: argparse.Namespace, servers: Servers, log: Any) -> dict[str, Any]:
+    """Captures while the purge deletes: the target bin capped at ``--purge-cap``, so the purge
+    trims it all through the run, against the same load into a bin that keeps everything."""
+    wrk = Wrk(args.threads, args.connections, args.duration)
+    runs: dict[str, list[dict[str, Any]]] = {"keep": [], "purge": []}
+    for i in range(args.rounds):
+        for kind, cap in (("keep", 0), ("purge", args.purge_cap)):
+            srv = servers.hookbin(f"purge-{kind}")
+            try:
+                warm = srv.create_bin()["id"]
+                target = srv.create_bin(cap)["id"]
+                res = measure(
+                    wrk, srv, f"/h/{target}/anything", f"/h/{warm}/anything", args.warmup, None
+                )
+            finally:
+                srv.stop()
+            assert srv.db_path is not None
+            run = {
+                "rps": res.rps,
+                "p50_ms": res.p50_ms,
+                "p99_ms": res.p99_ms,
+                "statuses": res.statuses,
+                "answered_200": res.ok,
+                "rows_left": _rows(srv.db_path, target),
+            }
+            runs[kind].append(run)
+            log(
+                f"[P {i + 1}/{args.rounds}] {kind:5s} cap={cap:<5d} {res.rps:8.0f} req/s  "
+                f"p50 {res.p50_ms:7.2f} ms  p99 {res.p99_ms:7.2f} ms  "
+                f"200s={res.ok} rows left={run['rows_left']} statuses={res.statuses}"
+            )
+    median = {k: statistics.median(r["rps"] for r in v) for k, v in runs.items()}
+    return {
+        "cap": args.purge_cap,
+        "runs": runs,
+        "median_rps": median,
+        "ratio": median["purge"] / median["keep"] if median["keep"] else 0.0,
+        "all_200": all(set(r["statuses"]) <= {200} for v in runs.values() for r in v),
+    }
+
+
+def purge_report(pg: dict[str, Any]) -> str:
+    """The purge part as a short markdown section."""
+    lines = [
+        f"## Captures while the purge deletes (bin capped at {pg['cap']})",
+        "",
+        "| run | req/s | p50 ms | p99 ms | 200s | rows left at stop |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, runs in pg["runs"].items():
+        for r in runs:
+            lines.append(
+                f"| {kind} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                f"{r['answered_200']} | {r['rows_left']} |"
+            )
+    lines += ["", f"Median capture rate with the purge / without: **{pg['ratio']:.2f}**.", ""]
+    return "\n".join(lines) + "\n"
 
 
 def part_diagnose(args: argparse.Namespace, servers: Servers, log: Any) -> list[dict[str, Any]]:
@@ -1022,7 +1107,7 @@ def push_run(
     viewer = None
     try:
         target = srv.create_bin()["id"]
-        others = [srv.create_bin()["id"] for _ in range(idle)]
+        others = [srv.create_bin(None)["id"] for _ in range(idle)]
         ws_base = f"ws://127.0.0.1:{srv.port}/api/bins"
         rss_before = srv.rss()
         t_open = time.monotonic()
@@ -1618,6 +1703,15 @@ def main() -> int:
     )
     p.add_argument("--skip-push", action="store_true", help="skip Part B")
     p.add_argument(
+        "--purge",
+        action="store_true",
+        help="also measure captures into a bin capped at --purge-cap, which the purge trims "
+        "all the while, against a bin that keeps everything (--rounds pairs)",
+    )
+    p.add_argument(
+        "--purge-cap", type=int, default=1000, help="the capped bin's max_requests (default 1000)"
+    )
+    p.add_argument(
         "--diagnose",
         action="store_true",
         help="also measure rows per commit (default vs HOOKBIN_COMMIT_LINGER_MS=1; ~45 s more)",
@@ -1675,6 +1769,7 @@ def main() -> int:
 
     a = b = None
     d = None
+    pg = None
     try:
         if not args.skip_throughput:
             a = part_a(args, servers, log)
@@ -1695,6 +1790,8 @@ def main() -> int:
             b = part_b(args, servers, peak, log)
         if args.diagnose:
             d = part_diagnose(args, servers, log)
+        if args.purge:
+            pg = part_purge(args, servers, log)
     finally:
         servers.stop_all()
         if not args.keep:
@@ -1706,9 +1803,13 @@ def main() -> int:
         failures.append("stored rows do not match the 200 answers wrk read (Part A)")
     if b:
         failures += frame_failures(b["runs"])
+    if pg and not pg["all_200"]:
+        failures.append("a capture was not answered 200 while the purge ran")
     raw_path = data_path(args.data_dir, identity)
     shown_raw = raw_path.relative_to(ROOT) if raw_path.is_relative_to(ROOT) else raw_path
     text = report(args, a, b, d, servers, problems, started)
+    if pg:
+        text += purge_report(pg)
     text += f"Raw figures of every round and the settings: `{shown_raw}`.\n"
     print()
     print(text)
@@ -1730,6 +1831,7 @@ def main() -> int:
                 "a": a,
                 "b": b,
                 "diagnose": d,
+                "purge": pg,
                 "failures": failures,
                 "log_problems": {k: v[:20] for k, v in problems.items()},
             },

@@ -1,27 +1,51 @@
-"""Shared fixtures: real Hookbin servers (gunicorn on a free port), SQLite files, PostgreSQL.
+"""Shared fixtures: real Hookbin servers, in-process apps, SQLite files, PostgreSQL, Chromium.
 
-Servers are started exactly as a user starts them, with ``hookbin serve``, so the tests exercise
-gunicorn's gevent worker, the capture WSGI app, Flask and flask-sock together.
+Servers are started exactly as a user starts them, with ``hookbin serve`` and its defaults, so
+the tests that need one exercise gunicorn's gevent worker, the capture WSGI app, Flask and
+flask-sock together. Tests of pages and the API that do not depend on the server use ``client``:
+the same app built by ``create_app`` and driven in-process through Flask's test client.
+
+The suite runs in parallel (pytest-xdist): every server gets a free port, every database its own
+file or PostgreSQL database, so tests on different workers never share state.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+CHROMIUM = Path(os.environ.get("HOOKBIN_CHROMIUM", "/usr/bin/chromium"))
+
+#: For servers whose tests prove that live updates are pushed across processes: with the safety
+#: poll this far apart, a request that reaches a viewer in time came by push.
+PUSH_ONLY = {"HOOKBIN_STREAM_POLL_SECONDS": "30"}
+
+
+def wait_until(check: Callable[[], object], timeout: float = 10.0, what: str = "it") -> None:
+    """Poll ``check`` until it returns something true; fail saying ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
 
 
 def free_port() -> int:
@@ -31,15 +55,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@dataclass
-class Server:
-    """One running ``hookbin serve``."""
+class Listening:
+    """Something serving Hookbin on ``port`` of 127.0.0.1."""
 
     port: int
-    database_url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -53,6 +72,17 @@ class Server:
         response = httpx.post(f"{self.url}/api/bins", timeout=10)
         assert response.status_code == 201, response.text
         return response.json()
+
+
+@dataclass
+class Server(Listening):
+    """One running ``hookbin serve``."""
+
+    port: int
+    database_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -78,13 +108,11 @@ def start_server(
     port: int | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> Server:
-    """Start ``hookbin serve`` and wait until it answers."""
+    """Start ``hookbin serve`` with its defaults (plus ``extra_env``); wait until it answers."""
     port = port or free_port()
     env = {
         **os.environ,
         "HOOKBIN_DATABASE_URL": database_url,
-        "HOOKBIN_ACCESS_LOG": "false",
-        "HOOKBIN_STREAM_POLL_SECONDS": "30",
         **(extra_env or {}),
     }
     log_path = log_dir / f"server-{port}.log"
@@ -134,13 +162,103 @@ def server(sqlite_url: str, tmp_path: Path) -> Iterator[Server]:
     srv.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One Hookbin process shared by a whole test module (each test makes its own bin)."""
+    """One Hookbin process shared by every test of a test process (each makes its own bins)."""
     tmp = tmp_path_factory.mktemp("shared")
     srv = start_server(f"sqlite:///{tmp / 'hookbin.sqlite3'}", tmp)
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite file with every migration applied, made once and copied by ``app``."""
+    from app.storage.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("template") / "hookbin.sqlite3"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def make_app(tmp_path: Path, migrated_sqlite: Path) -> Iterator[Callable[..., Flask]]:
+    """Build Hookbin apps in this process: ``make_app(**settings)`` (``Settings`` fields).
+
+    Each gets a fresh migrated SQLite file unless ``database`` names one to share (another app's
+    ``app.config["HOOKBIN"].database_url``). All are closed after the test.
+    """
+    from app import create_app
+    from app.config import Settings
+
+    made: list[Flask] = []
+
+    def make(database: str | None = None, **settings: object) -> Flask:
+        if database is None:
+            db = tmp_path / f"app-{len(made)}.sqlite3"
+            shutil.copyfile(migrated_sqlite, db)
+            database = f"sqlite:///{db}"
+        built = create_app(Settings(database_url=database, **settings))  # type: ignore[arg-type]
+        made.append(built)
+        return built
+
+    yield make
+    for built in made:
+        built.extensions["hookbin"].close()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    """The Hookbin app, built by ``create_app`` in this process on a fresh migrated SQLite file."""
+    return make_app()
+
+
+@dataclass
+class ThreadServer(Listening):
+    """An in-process app served over HTTP by werkzeug's threaded server, for tests of what the
+    app does over time (deliveries, retries) that need no gunicorn: no process to start."""
+
+    port: int
+    app: Flask
+
+
+@pytest.fixture
+def thread_server(make_app: Callable[..., Flask]) -> Iterator[Callable[..., ThreadServer]]:
+    """``thread_server(**settings)``: an app from ``make_app`` listening on a free port."""
+    from werkzeug.serving import make_server
+
+    running: list[tuple[object, threading.Thread]] = []
+
+    def start(**settings: object) -> ThreadServer:
+        http = make_server("127.0.0.1", 0, lambda environ, start_response: [], threaded=True)
+        # The app learns its port as ``hookbin serve`` tells it (replays to itself are refused).
+        http.app = make_app(listen_port=http.server_port, **settings)
+        # What a gunicorn worker does once it is ready: start deliveries and notifications.
+        http.app.extensions["hookbin"].start()
+        # A short poll interval: shutting the server down waits for its loop to look.
+        thread = threading.Thread(target=http.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        running.append((http, thread))
+        return ThreadServer(http.server_port, http.app)
+
+    yield start
+    for http, thread in running:
+        http.shutdown()  # type: ignore[attr-defined]
+        http.server_close()  # type: ignore[attr-defined]
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """Flask's test client for ``app``: pages and the API without a server in between."""
+    return app.test_client()
+
+
+def create_bin(client: FlaskClient, **fields: object) -> dict:
+    """Create a bin through the API of an in-process app; return its JSON."""
+    response = client.post("/api/bins", json=fields or None)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()
 
 
 def _pg_base_url() -> str:
@@ -153,12 +271,13 @@ def _libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A brand-new PostgreSQL database, migrated, dropped afterwards.
+@contextmanager
+def new_postgres_database() -> Iterator[str]:
+    """A brand-new PostgreSQL database, migrated, dropped afterwards; yields its URL.
 
-    Skips with the reason when no server answers at HOOKBIN_TEST_POSTGRES_URL (default
-    postgresql+psycopg://postgres@127.0.0.1:5432/test).
+    Each has a random name, so tests on parallel workers never share one. Skips with the reason
+    when no server answers at HOOKBIN_TEST_POSTGRES_URL (default
+    postgresql+psycopg://postgres@127.0.0.1:5432/test), or fails with HOOKBIN_REQUIRE_POSTGRES.
     """
     from sqlalchemy.engine import make_url
 
@@ -180,6 +299,98 @@ def postgres_url() -> Iterator[str]:
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A brand-new PostgreSQL database for one test (see ``new_postgres_database``)."""
+    with new_postgres_database() as url:
+        yield url
+
+
+# -- the browser stories: Debian's Chromium driven by Playwright ----------------------------------
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1280, "height": 800}
+#: Generous: a slow CI box still answers well within this.
+WAIT_MS = 10_000
+
+
+def browser_required() -> bool:
+    """True where a missing browser must fail the run: in CI, or with HOOKBIN_REQUIRE_BROWSER=1."""
+    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return ci or os.environ.get("HOOKBIN_REQUIRE_BROWSER", "").strip() == "1"
+
+
+def browser_missing() -> str | None:
+    """Why the browser stories cannot run here, or None when Chromium and Playwright are there."""
+    try:
+        import playwright.sync_api  # noqa: F401 - only whether it imports
+    except ImportError:
+        return "needs the playwright package (pip install -e '.[test]')"
+    if not CHROMIUM.exists():
+        return f"needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)"
+    return None
+
+
+def _no_browser(reason: str) -> None:
+    if browser_required():
+        pytest.fail(f"{reason}; a browser is required here (CI or HOOKBIN_REQUIRE_BROWSER=1)")
+    pytest.skip(reason)
+
+
+def browser_api():  # noqa: ANN201 - playwright's module
+    """``playwright.sync_api``, for a browser test module to import its helpers from.
+
+    Without Playwright the module is skipped, saying why, except where a browser is required:
+    there it fails to be collected, so that the run fails.
+    """
+    try:
+        from playwright import sync_api
+    except ImportError:
+        reason = "needs the playwright package (pip install -e '.[test]')"
+        if browser_required():
+            pytest.fail(f"{reason}; a browser is required here (CI or HOOKBIN_REQUIRE_BROWSER=1)")
+        pytest.skip(reason, allow_module_level=True)
+    return sync_api
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``browser`` skip without Chromium, or fail where a browser is required."""
+    if item.get_closest_marker("browser") is not None:
+        reason = browser_missing()
+        if reason:
+            _no_browser(reason)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """One headless Chromium per test process; every test gets its own context (``page``)."""
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser) -> Iterator[object]:  # noqa: ANN001 - playwright's Browser
+    """A fresh page (own cookies, own storage) at the README's screenshot size."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(WAIT_MS)
+    tab = context.new_page()
+    yield tab
+    context.close()
 
 
 def raw_http(port: int, data: bytes, timeout: float = 10.0) -> bytes:

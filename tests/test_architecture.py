@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "app.live": 3,
     "app.bins": 3,
     "app.ops": 3,
+    "app.limits": 3,
     "app.wiring": 4,
     "app.web": 5,
     "app": 6,  # the app factory

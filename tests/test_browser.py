@@ -22,62 +22,25 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Server, raw_http, start_server
+from tests.conftest import (
+    PUSH_ONLY,
+    ROOT,
+    WAIT_MS,
+    Server,
+    browser_api,
+    raw_http,
+    start_server,
+)
 from tests.echo import EchoTarget, start_echo
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-VIEWPORT = {"width": 1280, "height": 800}
+pytestmark = pytest.mark.browser
 
-#: Generous: a slow CI box still answers well within this.
-WAIT_MS = 10_000
-#: A dropped live stream reconnects with htmx's "full-jitter" back-off: after n failed attempts
-#: the next one comes within 2**n seconds (n capped at 6). A few seconds of downtime can
-#: therefore mean up to 16 s before the next try; allow for that and then some.
-RECONNECT_WAIT_MS = 45_000
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
-    ),
-]
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+sync_api = browser_api()
 expect = sync_api.expect
 Page = sync_api.Page
 
 
 # -- fixtures --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[sync_api.Browser]:
-    """One headless Chromium for the whole module; every test gets its own context."""
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: sync_api.Browser) -> Iterator[Page]:
-    """A fresh page (own cookies, own storage) at the README's screenshot size."""
-    context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(WAIT_MS)
-    tab = context.new_page()
-    yield tab
-    context.close()
 
 
 @pytest.fixture
@@ -315,15 +278,18 @@ def test_reconnect_fills_in_missed_requests(page: Page, sqlite_url: str, tmp_pat
     captures reaching the page live prove the cross-process push; B capturing while A is down
     proves the page asks for what it missed when it comes back.
     """
-    server_a = start_server(sqlite_url, tmp_path)
-    server_b = start_server(sqlite_url, tmp_path)
+    server_a = start_server(sqlite_url, tmp_path, extra_env=PUSH_ONLY)
+    server_b = start_server(sqlite_url, tmp_path, extra_env=PUSH_ONLY)
     try:
         bin_ = server_a.create_bin()
         capture_via_b = f"{server_b.url}/h/{bin_['id']}"
         page.goto(f"{server_a.url}/bins/{bin_['id']}")
         wait_until_live(page)
+        # htmx's own back-off waits up to 2**n seconds after the n-th failed try; a steady quarter
+        # of a second keeps the story short and still leaves the reconnecting to the page.
         page.evaluate(
             """() => {
+                htmx.config.wsReconnectDelay = () => 250;
                 window.__marker = 1;
                 window.__states = [];
                 const status = document.getElementById("live-status");
@@ -343,8 +309,8 @@ def test_reconnect_fills_in_missed_requests(page: Page, sqlite_url: str, tmp_pat
 
         missed = [capture(f"{capture_via_b}/while-down/{n}", json={"n": n}) for n in (3, 4, 5)]
 
-        server_a = start_server(sqlite_url, tmp_path, port=server_a.port)
-        wait_until_live(page, timeout=RECONNECT_WAIT_MS)
+        server_a = start_server(sqlite_url, tmp_path, port=server_a.port, extra_env=PUSH_ONLY)
+        wait_until_live(page)
         for request_id in missed:
             wait_for_row(page, request_id)
 

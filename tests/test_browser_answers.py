@@ -12,24 +12,15 @@ import httpx
 import pytest
 
 from tests.conftest import Server
-from tests.test_browser import (  # noqa: F401 - browser and page are fixtures used by name
-    CHROMIUM,
+from tests.test_browser import (
     Page,
-    browser,
     create_bin_from_home_page,
     expect,
     open_request,
-    page,
     wait_for_row,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
-    ),
-]
+pytestmark = pytest.mark.browser
 
 RULES = [
     {
@@ -47,7 +38,7 @@ RULES = [
 
 
 def test_set_a_rule_on_the_page_and_see_requests_answered_by_it(
-    page: Page,  # noqa: F811 - the fixture imported above
+    page: Page,
     shared_server: Server,
 ) -> None:
     """A developer wants to see how their sender retries: the first delivery fails with 503,

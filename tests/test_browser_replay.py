@@ -18,7 +18,6 @@ from tests import test_browser
 from tests.conftest import Server
 from tests.echo import EchoTarget
 from tests.test_browser import (
-    CHROMIUM,
     JSON_EVENT,
     PATH_PAYLOAD,
     PAYLOADS,
@@ -31,18 +30,10 @@ from tests.test_browser import (
     wait_until_live,
 )
 
-# The browser story fixtures: one Chromium per module, a fresh page per test, an echo target.
-browser = test_browser.browser
-page = test_browser.page
+# The browser stories' echo target (Chromium and the page come from conftest).
 echo = test_browser.echo
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
-    ),
-]
+pytestmark = pytest.mark.browser
 
 
 def _open_bin(page: Page, server: Server, bin_id: str) -> None:

@@ -1,14 +1,15 @@
-"""Auto-forward through real servers: retries with backoff, capture order, restarts, retry now.
+"""Auto-forward over HTTP: retries with backoff, capture order, restarts, retry now.
 
-Each test runs ``hookbin serve`` (gunicorn, gevent workers) and a local target that can be told
-to fail its first N requests, or be absent altogether. Schedules are short ("0.2,0.4"), and no
-assertion depends on timing: only on what arrived, how often and in which order.
+Each test runs Hookbin and a local target that can be told to fail its first N requests, or be
+absent altogether. Schedules are short ("0.2,0.4"), and no assertion depends on timing: only on
+what arrived, how often and in which order. What one process's delivery loop does is tested on
+the app served from a thread of the test process (``thread_server``); restarts, several workers
+and several instances on real ``hookbin serve`` processes (gunicorn, gevent workers).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +20,14 @@ import pytest
 
 from app.delivery import queue as forwardqueue
 from app.storage.db import make_engine
-from tests.conftest import Server, free_port, start_server
+from tests.conftest import (
+    Listening,
+    Server,
+    ThreadServer,
+    free_port,
+    start_server,
+    wait_until,
+)
 
 
 @dataclass
@@ -86,14 +94,6 @@ def targets() -> Iterator[Callable[..., Target]]:
         target.close()
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def forwarding_env(schedule: str, **extra: str) -> dict[str, str]:
     return {
         "HOOKBIN_FORWARD_RETRY_SCHEDULE": schedule,
@@ -103,7 +103,17 @@ def forwarding_env(schedule: str, **extra: str) -> dict[str, str]:
     }
 
 
-def forwarding_bin(server: Server, url: str) -> dict:
+def forwarding_settings(schedule: str, **extra: object) -> dict[str, object]:
+    """``forwarding_env`` as ``Settings`` fields, for an app in this process."""
+    return {
+        "forward_retry_schedule": schedule,
+        "forward_poll_seconds": 0.2,
+        "replay_timeout_seconds": 2.0,
+        **extra,
+    }
+
+
+def forwarding_bin(server: Listening, url: str) -> dict:
     bin_ = server.create_bin()
     response = httpx.patch(
         f"{server.url}/api/bins/{bin_['id']}", json={"forward_url": url, "auto_forward": True}
@@ -118,100 +128,93 @@ def capture(bin_: dict, sub: str) -> str:
     return response.json()["request_id"]
 
 
-def forward_state(server: Server, rid: str) -> dict:
+def forward_state(server: Listening, rid: str) -> dict:
     response = httpx.get(f"{server.url}/api/requests/{rid}/forward", timeout=10)
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def wait_settled(server: Server, rid: str, state: str = "delivered", timeout: float = 20) -> dict:
+def wait_settled(
+    server: Listening, rid: str, state: str = "delivered", timeout: float = 20
+) -> dict:
     wait_until(lambda: forward_state(server, rid)["state"] == state, timeout, f"{rid} {state}")
     return forward_state(server, rid)
 
 
-def forward_attempts(server: Server, rid: str) -> list[dict]:
+def forward_attempts(server: Listening, rid: str) -> list[dict]:
     """The forward attempts of a request, oldest first."""
     items = httpx.get(f"{server.url}/api/requests/{rid}/attempts", timeout=10).json()["items"]
     return [a for a in reversed(items) if a["kind"] == "forward"]
 
 
 def test_failed_tries_are_retried_with_backoff_until_delivered(
-    tmp_path: Path, sqlite_url: str, targets
+    thread_server: Callable[..., ThreadServer], targets
 ) -> None:
     target = targets(fail_first=2)
-    srv = start_server(sqlite_url, tmp_path, extra_env=forwarding_env("0.2,0.4,0.8"))
-    try:
-        bin_ = forwarding_bin(srv, target.url)
-        rid = capture(bin_, "/hook")
-        state = wait_settled(srv, rid)
-        assert state["tries"] == 3 and state["summary"] == "delivered on try 3"
-        assert state["last_error"] is None and state["next_at"] is None
-        assert state["max_tries"] == 4
-        attempts = forward_attempts(srv, rid)
-        assert [a["try_no"] for a in attempts] == [1, 2, 3]
-        assert [a["status"] for a in attempts] == [503, 503, 200]
-        assert [a["started_at"] for a in attempts] == sorted(a["started_at"] for a in attempts)
-        assert target.received == ["/hook"] * 3
-    finally:
-        srv.stop()
+    srv = thread_server(**forwarding_settings("0.2,0.4,0.8"))
+    bin_ = forwarding_bin(srv, target.url)
+    rid = capture(bin_, "/hook")
+    state = wait_settled(srv, rid)
+    assert state["tries"] == 3 and state["summary"] == "delivered on try 3"
+    assert state["last_error"] is None and state["next_at"] is None
+    assert state["max_tries"] == 4
+    attempts = forward_attempts(srv, rid)
+    assert [a["try_no"] for a in attempts] == [1, 2, 3]
+    assert [a["status"] for a in attempts] == [503, 503, 200]
+    assert [a["started_at"] for a in attempts] == sorted(a["started_at"] for a in attempts)
+    assert target.received == ["/hook"] * 3
 
 
 def test_a_failing_head_keeps_the_bin_in_capture_order(
-    tmp_path: Path, sqlite_url: str, targets
+    thread_server: Callable[..., ThreadServer], targets
 ) -> None:
     target = targets(fail_first=2)
     healthy = targets()
-    srv = start_server(sqlite_url, tmp_path, extra_env=forwarding_env("0.2,0.4"))
-    try:
-        bin_ = forwarding_bin(srv, target.url)
-        other = forwarding_bin(srv, healthy.url)
-        ids = [capture(bin_, f"/r{i}") for i in range(4)]
-        other_id = capture(other, "/other")
-        for rid in ids:
-            wait_settled(srv, rid)
-        # The head was tried three times; nothing behind it went before it was through.
-        assert target.received == ["/r0", "/r0", "/r0", "/r1", "/r2", "/r3"]
-        assert [len(forward_attempts(srv, rid)) for rid in ids] == [3, 1, 1, 1]
-        assert wait_settled(srv, other_id)["tries"] == 1
-        assert healthy.received == ["/other"]
-    finally:
-        srv.stop()
+    srv = thread_server(**forwarding_settings("0.2,0.4"))
+    bin_ = forwarding_bin(srv, target.url)
+    other = forwarding_bin(srv, healthy.url)
+    ids = [capture(bin_, f"/r{i}") for i in range(4)]
+    other_id = capture(other, "/other")
+    for rid in ids:
+        wait_settled(srv, rid)
+    # The head was tried three times; nothing behind it went before it was through.
+    assert target.received == ["/r0", "/r0", "/r0", "/r1", "/r2", "/r3"]
+    assert [len(forward_attempts(srv, rid)) for rid in ids] == [3, 1, 1, 1]
+    assert wait_settled(srv, other_id)["tries"] == 1
+    assert healthy.received == ["/other"]
 
 
-def test_bins_do_not_wait_for_each_other(tmp_path: Path, sqlite_url: str, targets) -> None:
+def test_bins_do_not_wait_for_each_other(
+    thread_server: Callable[..., ThreadServer], targets
+) -> None:
     healthy = targets()
-    srv = start_server(sqlite_url, tmp_path, extra_env=forwarding_env("60"))
-    try:
-        stuck = forwarding_bin(srv, f"http://127.0.0.1:{free_port()}")  # nobody listens there
-        fine = forwarding_bin(srv, healthy.url)
-        stuck_ids = [capture(stuck, "/s0"), capture(stuck, "/s1")]
-        fine_id = capture(fine, "/f0")
-        assert wait_settled(srv, fine_id)["summary"] == "delivered on try 1"
-        wait_until(lambda: forward_state(srv, stuck_ids[0])["tries"] == 1, 10, "first try")
-        head = forward_state(srv, stuck_ids[0])
-        assert head["state"] == "pending" and "refused" in head["last_error"]
-        assert head["summary"].startswith("pending — try 2 in ")
-        behind = forward_state(srv, stuck_ids[1])
-        assert behind["tries"] == 0 and behind["waiting_behind"] == stuck_ids[0]
-    finally:
-        srv.stop()
+    srv = thread_server(**forwarding_settings("60"))
+    stuck = forwarding_bin(srv, f"http://127.0.0.1:{free_port()}")  # nobody listens there
+    fine = forwarding_bin(srv, healthy.url)
+    stuck_ids = [capture(stuck, "/s0"), capture(stuck, "/s1")]
+    fine_id = capture(fine, "/f0")
+    assert wait_settled(srv, fine_id)["summary"] == "delivered on try 1"
+    wait_until(lambda: forward_state(srv, stuck_ids[0])["tries"] == 1, 10, "first try")
+    head = forward_state(srv, stuck_ids[0])
+    assert head["state"] == "pending" and "refused" in head["last_error"]
+    assert head["summary"].startswith("pending — try 2 in ")
+    behind = forward_state(srv, stuck_ids[1])
+    assert behind["tries"] == 0 and behind["waiting_behind"] == stuck_ids[0]
 
 
-def test_a_refused_target_is_given_up_on_at_once(tmp_path: Path, sqlite_url: str, targets) -> None:
+def test_a_refused_target_is_given_up_on_at_once(
+    thread_server: Callable[..., ThreadServer], targets
+) -> None:
     target = targets()
-    env = forwarding_env("0.2,0.4", HOOKBIN_ALLOW_PRIVATE_TARGETS="false")
-    srv = start_server(sqlite_url, tmp_path, extra_env=env)
-    try:
-        bin_ = forwarding_bin(srv, target.url)
-        ids = [capture(bin_, "/a"), capture(bin_, "/b")]
-        for rid in ids:  # the second is not held up by the first
-            state = wait_settled(srv, rid, "failed")
-            assert state["tries"] == 1 and state["last_error"].startswith("refused: ")
-            [attempt] = forward_attempts(srv, rid)
-            assert attempt["try_no"] == 1 and attempt["error"] == state["last_error"]
-        assert target.received == []
-    finally:
-        srv.stop()
+    srv = thread_server(**forwarding_settings("0.2,0.4", allow_private_targets=False))
+    bin_ = forwarding_bin(srv, target.url)
+    ids = [capture(bin_, "/a"), capture(bin_, "/b")]
+    for rid in ids:  # the second is not held up by the first
+        state = wait_settled(srv, rid, "failed")
+        assert state["tries"] == 1 and state["last_error"].startswith("refused: ")
+        [attempt] = forward_attempts(srv, rid)
+        assert attempt["try_no"] == 1 and attempt["error"] == state["last_error"]
+    assert target.received == []
 
 
 def test_pending_forwards_survive_a_restart_and_arrive_once_in_order(
@@ -239,73 +242,70 @@ def test_pending_forwards_survive_a_restart_and_arrive_once_in_order(
     try:
         for rid in ids:
             wait_settled(second, rid)
-        time.sleep(1.0)  # room for a duplicate to show up, were there one
-        assert target.received == [f"/in/r{i}" for i in range(5)]
+        # The bin's entries go out in capture order: once a last one is through, a second
+        # delivery of any before it would have been made.
+        last = capture({"capture_url": f"{second.url}/h/{bin_['id']}"}, "/last")
+        wait_settled(second, last)
+        assert target.received == [f"/in/r{i}" for i in range(5)] + ["/in/last"]
         assert [a["status"] for a in forward_attempts(second, ids[0])][-1] == 200
     finally:
         second.stop()
 
 
-def test_retry_now(tmp_path: Path, sqlite_url: str, targets) -> None:
+def test_retry_now(thread_server: Callable[..., ThreadServer], targets) -> None:
     target = targets(fail_first=2)
-    srv = start_server(sqlite_url, tmp_path, extra_env=forwarding_env("0.1"))
-    try:
-        bin_ = forwarding_bin(srv, target.url)
-        rid = capture(bin_, "/x")
-        failed = wait_settled(srv, rid, "failed")
-        assert failed["summary"] == "gave up after 2 tries: the target answered 503"
+    srv = thread_server(**forwarding_settings("0.1"))
+    bin_ = forwarding_bin(srv, target.url)
+    rid = capture(bin_, "/x")
+    failed = wait_settled(srv, rid, "failed")
+    assert failed["summary"] == "gave up after 2 tries: the target answered 503"
 
-        page = httpx.get(f"{srv.url}/bins/{bin_['id']}/requests/{rid}").text
-        assert 'id="forward-state"' in page and "gave up after 2 tries" in page
-        assert 'id="forward-retry"' in page
+    page = httpx.get(f"{srv.url}/bins/{bin_['id']}/requests/{rid}").text
+    assert 'id="forward-state"' in page and "gave up after 2 tries" in page
+    assert 'id="forward-retry"' in page
 
-        retried = httpx.post(f"{srv.url}/api/requests/{rid}/forward/retry")
-        assert retried.status_code == 202, retried.text
-        assert retried.json()["state"] in ("pending", "delivered")
-        delivered = wait_settled(srv, rid)
-        assert delivered["summary"] == "delivered on try 1"
-        # The first round stays in the attempts; the new round counts from 1 again.
-        attempts = forward_attempts(srv, rid)
-        assert [(a["try_no"], a["status"]) for a in attempts] == [(1, 503), (2, 503), (1, 200)]
-        assert target.received == ["/x"] * 3
+    retried = httpx.post(f"{srv.url}/api/requests/{rid}/forward/retry")
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["state"] in ("pending", "delivered")
+    delivered = wait_settled(srv, rid)
+    assert delivered["summary"] == "delivered on try 1"
+    # The first round stays in the attempts; the new round counts from 1 again.
+    attempts = forward_attempts(srv, rid)
+    assert [(a["try_no"], a["status"]) for a in attempts] == [(1, 503), (2, 503), (1, 200)]
+    assert target.received == ["/x"] * 3
 
-        again = httpx.post(f"{srv.url}/api/requests/{rid}/forward/retry")
-        assert again.status_code == 409 and "replay" in again.json()["error"]
-        page = httpx.get(f"{srv.url}/bins/{bin_['id']}/requests/{rid}/forward").text
-        assert "delivered on try 1" in page and 'id="forward-retry"' not in page
+    again = httpx.post(f"{srv.url}/api/requests/{rid}/forward/retry")
+    assert again.status_code == 409 and "replay" in again.json()["error"]
+    page = httpx.get(f"{srv.url}/bins/{bin_['id']}/requests/{rid}/forward").text
+    assert "delivered on try 1" in page and 'id="forward-retry"' not in page
 
-        plain = srv.create_bin()
-        plain_id = capture(plain, "/p")
-        assert httpx.get(f"{srv.url}/api/requests/{plain_id}/forward").status_code == 404
-        assert httpx.post(f"{srv.url}/api/requests/{plain_id}/forward/retry").status_code == 404
-        missing = "0" * 32
-        assert httpx.get(f"{srv.url}/api/requests/{missing}/forward").status_code == 404
-    finally:
-        srv.stop()
+    plain = srv.create_bin()
+    plain_id = capture(plain, "/p")
+    assert httpx.get(f"{srv.url}/api/requests/{plain_id}/forward").status_code == 404
+    assert httpx.post(f"{srv.url}/api/requests/{plain_id}/forward/retry").status_code == 404
+    missing = "0" * 32
+    assert httpx.get(f"{srv.url}/api/requests/{missing}/forward").status_code == 404
 
 
 def test_retry_now_from_the_page_and_hostile_text_is_escaped(
-    tmp_path: Path, sqlite_url: str
+    thread_server: Callable[..., ThreadServer],
 ) -> None:
-    srv = start_server(sqlite_url, tmp_path, extra_env=forwarding_env(""))
-    try:
-        hostile = f'http://127.0.0.1:{free_port()}/?q="><script>alert(1)</script>'
-        bin_ = forwarding_bin(srv, hostile)
-        rid = capture(bin_, "/x")
-        assert wait_settled(srv, rid, "failed")["tries"] == 1
-        fragment = httpx.post(
-            f"{srv.url}/bins/{bin_['id']}/requests/{rid}/forward/retry",
-            headers={"HX-Request": "true"},
-        )
-        assert fragment.status_code == 200
-        assert "<script>alert(1)" not in fragment.text
-        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in fragment.text
-        assert 'data-state="pending"' in fragment.text or 'data-state="failed"' in fragment.text
-        # The re-opened entry gets its new try and, the target still being down, fails again.
-        wait_until(lambda: len(forward_attempts(srv, rid)) == 2, 10, "the second try")
-        assert wait_settled(srv, rid, "failed")["tries"] == 1
-    finally:
-        srv.stop()
+    srv = thread_server(**forwarding_settings(""))
+    hostile = f'http://127.0.0.1:{free_port()}/?q="><script>alert(1)</script>'
+    bin_ = forwarding_bin(srv, hostile)
+    rid = capture(bin_, "/x")
+    assert wait_settled(srv, rid, "failed")["tries"] == 1
+    fragment = httpx.post(
+        f"{srv.url}/bins/{bin_['id']}/requests/{rid}/forward/retry",
+        headers={"HX-Request": "true"},
+    )
+    assert fragment.status_code == 200
+    assert "<script>alert(1)" not in fragment.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in fragment.text
+    assert 'data-state="pending"' in fragment.text or 'data-state="failed"' in fragment.text
+    # The re-opened entry gets its new try and, the target still being down, fails again.
+    wait_until(lambda: len(forward_attempts(srv, rid)) == 2, 10, "the second try")
+    assert wait_settled(srv, rid, "failed")["tries"] == 1
 
 
 def _deliver_once_each(servers: list[Server], target: Target) -> None:
@@ -335,13 +335,20 @@ def _deliver_once_each(servers: list[Server], target: Target) -> None:
     for t in threads:
         t.join()
     target.wait_for(len(sent), timeout=60)
-    time.sleep(1.0)  # room for a duplicate to show up, were there one
-    assert sorted(target.received) == sorted(path for _, path, _ in sent)  # each exactly once
+    # Each bin's entries go out in capture order: once a last one per bin is through, a second
+    # delivery of any before it would have been made.
+    last = [f"/{bin_['id']}/last" for bin_ in bins]
+    for path in last:
+        assert httpx.post(f"{servers[-1].url}/h{path}", timeout=10).status_code == 200
+    wait_until(lambda: set(last) <= set(target.received), 60, "the last request of each bin")
+    received = [p for p in target.received if p not in last]
+    assert sorted(received) == sorted(path for _, path, _ in sent)  # each exactly once
     for bin_ in bins:
         # Request ids sort in capture order; the target saw each bin's requests in that order.
         mine = sorted((rid, path) for b, path, rid in sent if b == bin_["id"])
         assert [p for p in target.received if p.startswith(f"/{bin_['id']}/")] == [
-            path for _, path in mine
+            *(path for _, path in mine),
+            f"/{bin_['id']}/last",
         ]
     for _, _, rid in sent[:6]:
         assert len(forward_attempts(servers[0], rid)) == 1

@@ -12,26 +12,17 @@ import httpx
 import pytest
 
 from tests.conftest import Server, start_server
-from tests.test_browser import (  # noqa: F401 - browser and page are fixtures
-    CHROMIUM,
+from tests.test_browser import (
     Page,
-    browser,
     capture,
     expect,
     open_request,
-    page,
     wait_for_row,
     wait_until_live,
 )
 from tests.test_forwarding import Target, forward_state, forwarding_env, wait_until
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)",
-    ),
-]
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
@@ -51,9 +42,9 @@ def one_try_server(sqlite_url: str, tmp_path: Path) -> Iterator[Server]:
 
 
 def test_a_failed_forward_is_shown_and_retried_from_the_page(
-    page: Page,  # noqa: F811 - the fixture imported above
     one_try_server: Server,
     target: Target,
+    page: Page,  # after the server: the page closes before the server stops
 ) -> None:
     """A developer's server was down for the first webhook: the page says so, one click resends."""
     srv = one_try_server

@@ -920,8 +920,8 @@ def test_stream_handshake_refusals_at_start(tmp_path: Path, status: int, code: i
 
 def test_random_bin_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
     """``hookbin listen -rX...`` would read the bin id as an option: such ids are drawn again."""
-    from app.storage import ids, store
+    from app.storage import ids
 
     draws = iter(["-rAbCdEfGhIjKlMnOpQrStU", "rAbCdEfGhIjKlMnOpQrStU"])
-    monkeypatch.setattr(store.secrets, "token_urlsafe", lambda _n: next(draws))
+    monkeypatch.setattr(ids.secrets, "token_urlsafe", lambda _n: next(draws))
     assert ids.new_bin_id() == "rAbCdEfGhIjKlMnOpQrStU"

@@ -1,8 +1,8 @@
 """Stable bins: bins with chosen names, and bins defined by a TOML file (HOOKBIN_BINS_FILE).
 
 Names are created through the API and the page of a real server; file bins are created by real
-servers as they start (several workers at once), survive restarts and a deleted database, and a
-broken file keeps ``hookbin serve`` from starting at all.
+servers as they start (several workers at once), rewritten at each start of the app and again on
+a fresh database, and a broken file keeps ``hookbin serve`` from starting at all.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
 from app import reserved_bin_names
 from app.bins import binsfile, names
@@ -170,23 +171,7 @@ def test_names_at_the_edges_of_the_rule_are_accepted(shared_server: Server, name
 # --- reserved names follow the routes -------------------------------------------------------------
 
 
-@pytest.fixture
-def flask_app(tmp_path: Path) -> Iterator[Flask]:
-    from app import create_app
-    from app.config import Settings
-    from app.storage.migrate import upgrade
-
-    url = f"sqlite:///{tmp_path}/x.sqlite3"
-    upgrade(url)
-    made = create_app(Settings(database_url=url))
-    yield made
-    made.extensions["hookbin"].close()
-
-
-def test_every_route_prefix_is_reserved_and_a_new_route_reserves_its_own(
-    flask_app: Flask,
-) -> None:
-    app = flask_app
+def test_every_route_prefix_is_reserved_and_a_new_route_reserves_its_own(app: Flask) -> None:
     reserved = names.reserved_names(app.url_map)
     for rule in app.url_map.iter_rules():
         first = rule.rule.lstrip("/").split("/", 1)[0]
@@ -290,13 +275,21 @@ def file_env(path: Path) -> dict[str, str]:
     return {"HOOKBIN_BINS_FILE": str(path), "HOOKBIN_TEST_STRIPE_SECRET": STRIPE_SECRET}
 
 
-def assert_file_bins(server: Server, forward_url: str) -> None:
-    stripe = httpx.get(f"{server.url}/api/bins/stripe-dev").json()
+def get_json(server: Server | FlaskClient, path: str) -> dict:
+    """GET ``path`` from a real server or an in-process app; the answer's JSON."""
+    if isinstance(server, Server):
+        return httpx.get(server.url + path, timeout=10).json()
+    return server.get(path).get_json()
+
+
+def assert_file_bins(server: Server | FlaskClient, forward_url: str) -> None:
+    base = server.url if isinstance(server, Server) else "http://localhost"
+    stripe = get_json(server, "/api/bins/stripe-dev")
     assert stripe["managed"] is True
-    assert stripe["capture_url"] == f"{server.url}/h/stripe-dev"
+    assert stripe["capture_url"] == f"{base}/h/stripe-dev"
     assert stripe["signing"] == {"provider": "stripe", "secrets": [STRIPE_SECRET]}
     assert (stripe["forward_url"], stripe["auto_forward"]) == (forward_url, True)
-    slack = httpx.get(f"{server.url}/api/bins/slack-events").json()
+    slack = get_json(server, "/api/bins/slack-events")
     assert slack["managed"] is True
     assert slack["signing"] == {"provider": "slack", "secrets": [SLACK_SECRET]}
     assert (slack["forward_url"], slack["auto_forward"]) == (None, False)
@@ -348,84 +341,71 @@ def test_bins_file_bins_exist_at_start_with_signing_and_forwarding(
         srv.stop()
 
 
+def only_request_in(client: FlaskClient, bin_id: str) -> dict:
+    [item] = client.get(f"/api/bins/{bin_id}/requests").get_json()["items"]
+    return item
+
+
 def test_restart_rewrites_settings_and_a_fresh_database_gets_the_same_urls(
-    tmp_path: Path, sqlite_url: str
+    tmp_path: Path, make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Each start is an app built on the file, as each worker of ``hookbin serve`` builds one.
     forward = "http://127.0.0.1:9/hooks"
     bins_file = write_bins_file(tmp_path / "bins.toml", forward)
-    port = free_port()
-    env = file_env(bins_file)
+    monkeypatch.setenv("HOOKBIN_TEST_STRIPE_SECRET", STRIPE_SECRET)
 
-    srv = start_server(sqlite_url, tmp_path, workers=2, port=port, extra_env=env)
-    try:
-        before = {
-            b: httpx.get(f"{srv.url}/api/bins/{b}").json() for b in ("stripe-dev", "slack-events")
-        }
-        httpx.post(f"{srv.url}/h/stripe-dev/kept", content=b"kept")
-        # Changed by hand on a managed bin: allowed, until the next start.
-        changed = httpx.patch(
-            f"{srv.url}/api/bins/stripe-dev",
-            json={
-                "forward_url": "http://127.0.0.1:9/elsewhere",
-                "auto_forward": False,
-                "signing": None,
-            },
-        ).json()
-        assert (changed["forward_url"], changed["auto_forward"], changed["signing"]) == (
-            "http://127.0.0.1:9/elsewhere",
-            False,
-            None,
-        )
-    finally:
-        srv.stop()
+    first = make_app(bins_file=str(bins_file))
+    database = first.config["HOOKBIN"].database_url
+    client = first.test_client()
+    before = {b: get_json(client, f"/api/bins/{b}") for b in ("stripe-dev", "slack-events")}
+    client.post("/h/stripe-dev/kept", data=b"kept")
+    # Changed by hand on a managed bin: allowed, until the next start.
+    changed = client.patch(
+        "/api/bins/stripe-dev",
+        json={
+            "forward_url": "http://127.0.0.1:9/elsewhere",
+            "auto_forward": False,
+            "signing": None,
+        },
+    ).get_json()
+    assert (changed["forward_url"], changed["auto_forward"], changed["signing"]) == (
+        "http://127.0.0.1:9/elsewhere",
+        False,
+        None,
+    )
 
     # Restart on the same database: the file's settings are back, what was caught stays.
-    srv = start_server(sqlite_url, tmp_path, workers=2, port=port, extra_env=env)
-    try:
-        assert_file_bins(srv, forward)
-        assert only_request(srv, "stripe-dev")["path"] == "/kept"
-    finally:
-        srv.stop()
+    client = make_app(database, bins_file=str(bins_file)).test_client()
+    assert_file_bins(client, forward)
+    assert only_request_in(client, "stripe-dev")["path"] == "/kept"
 
-    # The database is gone: the same bins come back at the same URLs, empty.
-    db_file = Path(sqlite_url.split("///", 1)[1])
-    for suffix in ("", "-wal", "-shm", "-writer.lock"):
-        Path(f"{db_file}{suffix}").unlink(missing_ok=True)
-    assert not db_file.exists()
-    srv = start_server(sqlite_url, tmp_path, workers=2, port=port, extra_env=env)
-    try:
-        assert_file_bins(srv, forward)
-        for name, old in before.items():
-            now = httpx.get(f"{srv.url}/api/bins/{name}").json()
-            assert (now["capture_url"], now["view_url"]) == (old["capture_url"], old["view_url"])
-            assert httpx.get(f"{srv.url}/api/bins/{name}/requests").json()["items"] == []
-        assert httpx.post(f"{srv.url}/h/slack-events/again").status_code == 200
-    finally:
-        srv.stop()
+    # A fresh database: the same bins come back at the same URLs, empty.
+    client = make_app(bins_file=str(bins_file)).test_client()
+    assert_file_bins(client, forward)
+    for name, old in before.items():
+        now = get_json(client, f"/api/bins/{name}")
+        assert (now["capture_url"], now["view_url"]) == (old["capture_url"], old["view_url"])
+        assert get_json(client, f"/api/bins/{name}/requests")["items"] == []
+    assert client.post("/h/slack-events/again").status_code == 200
 
 
 def test_bins_that_leave_the_file_stay_but_are_no_longer_managed(
-    tmp_path: Path, sqlite_url: str
+    tmp_path: Path, make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bins_file = write_bins_file(tmp_path / "bins.toml", "http://127.0.0.1:9/")
-    srv = start_server(sqlite_url, tmp_path, extra_env=file_env(bins_file))
-    try:
-        httpx.post(f"{srv.url}/h/slack-events/x", content=b"still here")
-    finally:
-        srv.stop()
+    monkeypatch.setenv("HOOKBIN_TEST_STRIPE_SECRET", STRIPE_SECRET)
+    first = make_app(bins_file=str(bins_file))
+    first.test_client().post("/h/slack-events/x", data=b"still here")
 
     write_bins_file(bins_file, "http://127.0.0.1:9/", with_slack=False)
-    srv = start_server(sqlite_url, tmp_path, extra_env=file_env(bins_file))
-    try:
-        slack = httpx.get(f"{srv.url}/api/bins/slack-events").json()
-        assert slack["managed"] is False
-        # Its settings are left as they were; only the file no longer rewrites them.
-        assert slack["signing"] == {"provider": "slack", "secrets": [SLACK_SECRET]}
-        assert only_request(srv, "slack-events")["path"] == "/x"
-        assert 'id="managed-note"' not in httpx.get(f"{srv.url}/bins/slack-events").text
-        assert httpx.get(f"{srv.url}/api/bins/stripe-dev").json()["managed"] is True
-    finally:
-        srv.stop()
+    client = make_app(first.config["HOOKBIN"].database_url, bins_file=str(bins_file)).test_client()
+    slack = get_json(client, "/api/bins/slack-events")
+    assert slack["managed"] is False
+    # Its settings are left as they were; only the file no longer rewrites them.
+    assert slack["signing"] == {"provider": "slack", "secrets": [SLACK_SECRET]}
+    assert only_request_in(client, "slack-events")["path"] == "/x"
+    assert 'id="managed-note"' not in client.get("/bins/slack-events").get_data(as_text=True)
+    assert get_json(client, "/api/bins/stripe-dev")["managed"] is True
 
 
 BROKEN_FILES = [
@@ -659,7 +639,9 @@ answer = { status = 204 }
     assert first.responses == expected
 
 
-def test_bins_file_responses_answer_on_the_capture_url(tmp_path: Path, sqlite_url: str) -> None:
+def test_bins_file_responses_answer_on_the_capture_url(
+    tmp_path: Path, make_app: Callable[..., Flask]
+) -> None:
     bins_file = tmp_path / "bins.toml"
     bins_file.write_text(
         """
@@ -668,14 +650,10 @@ default = { status = 202, content_type = "text/plain", body = "queued" }
 """,
         encoding="utf-8",
     )
-    srv = start_server(sqlite_url, tmp_path, extra_env={"HOOKBIN_BINS_FILE": str(bins_file)})
-    try:
-        bin_ = httpx.get(f"{srv.url}/api/bins/answering").json()
-        assert bin_["managed"] is True
-        answered = httpx.post(f"{srv.url}/h/answering/x", content=b"{}")
-        assert (answered.status_code, answered.text) == (202, "queued")
-    finally:
-        srv.stop()
+    client = make_app(bins_file=str(bins_file)).test_client()
+    assert get_json(client, "/api/bins/answering")["managed"] is True
+    answered = client.post("/h/answering/x", data=b"{}")
+    assert (answered.status_code, answered.get_data(as_text=True)) == (202, "queued")
 
 
 def test_documented_example_is_a_valid_bins_file(tmp_path: Path) -> None:
@@ -805,8 +783,7 @@ def test_bins_file_on_postgres_with_several_workers(postgres_url: str, tmp_path:
         srv.stop()
 
 
-def test_a_missing_bin_gets_a_page_that_says_so(flask_app: Flask) -> None:
-    client = flask_app.test_client()
+def test_a_missing_bin_gets_a_page_that_says_so(client: FlaskClient) -> None:
     response = client.get("/bins/stripe-dev")
     assert response.status_code == 404
     page = response.get_data(as_text=True)

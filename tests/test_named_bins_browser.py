@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import secrets
 
-from tests import test_browser
-from tests.conftest import Server
-from tests.test_browser import WAIT_MS, Page, expect, wait_until_live
+import pytest
 
-# The browser stories' own Chromium fixtures and skip conditions.
-pytestmark = test_browser.pytestmark
-browser = test_browser.browser
-page = test_browser.page
+from tests.conftest import WAIT_MS, Server
+from tests.test_browser import Page, expect, wait_until_live
+
+pytestmark = pytest.mark.browser
 
 
 def test_name_a_bin_on_the_home_page(page: Page, shared_server: Server) -> None:

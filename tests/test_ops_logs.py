@@ -68,9 +68,8 @@ def test_json_logs_carry_ids_and_no_secrets(tmp_path: Path, sqlite_url: str) -> 
             )
         signing = {"signing": {"provider": "stripe", "secrets": [NEW_SECRET]}}
         response = httpx.patch(f"{server.url}/api/bins/{bin_id}", json=signing, timeout=10)
-        assert response.status_code == 500
+        assert response.status_code == 503  # a database error: try again later
         text = server.log()
-        Path("/tmp/opslog.txt").write_text(text)
     finally:
         server.stop()
 

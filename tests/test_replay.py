@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
-from tests.conftest import Server, free_port, start_server
+from tests.conftest import Server, create_bin, free_port, wait_until
 from tests.echo import EchoTarget, start_echo
 
 
@@ -109,30 +110,29 @@ def test_unreachable_target_is_502_and_stored(shared_server: Server) -> None:
     assert attempt["status"] is None and attempt["error"]
 
 
-def test_slow_target_times_out(tmp_path: Path, sqlite_url: str, echo) -> None:
-    srv = start_server(sqlite_url, tmp_path, extra_env={"HOOKBIN_REPLAY_TIMEOUT_SECONDS": "0.5"})
-    try:
-        bin_ = srv.create_bin()
-        rid = _capture(srv, bin_)
-        echo.delay = 2
-        response = httpx.post(f"{srv.url}/api/requests/{rid}/replay", json={"url": echo.url})
-        assert response.status_code == 502
-        assert "timed out" in response.json()["error"]
-    finally:
-        srv.stop()
+def _capture_in_process(client: FlaskClient) -> str:
+    bin_id = create_bin(client)["id"]
+    response = client.post(f"/h/{bin_id}/hook?x=1")
+    assert response.status_code == 200
+    return response.get_json()["request_id"]
 
 
-def test_public_instance_refuses_private_targets(tmp_path: Path, sqlite_url: str, echo) -> None:
-    srv = start_server(sqlite_url, tmp_path, extra_env={"HOOKBIN_ALLOW_PRIVATE_TARGETS": "false"})
-    try:
-        bin_ = srv.create_bin()
-        rid = _capture(srv, bin_)
-        for url in (echo.url, "http://2130706433:1/", "http://[::1]:1/", "http://10.0.0.1/"):
-            response = httpx.post(f"{srv.url}/api/requests/{rid}/replay", json={"url": url})
-            assert response.status_code == 422, url
-        assert echo.received == []
-    finally:
-        srv.stop()
+def test_slow_target_times_out(make_app: Callable[..., Flask], echo) -> None:
+    client = make_app(replay_timeout_seconds=0.5).test_client()
+    rid = _capture_in_process(client)
+    echo.delay = 2
+    response = client.post(f"/api/requests/{rid}/replay", json={"url": echo.url})
+    assert response.status_code == 502
+    assert "timed out" in response.get_json()["error"]
+
+
+def test_public_instance_refuses_private_targets(make_app: Callable[..., Flask], echo) -> None:
+    client = make_app(allow_private_targets=False).test_client()
+    rid = _capture_in_process(client)
+    for url in (echo.url, "http://2130706433:1/", "http://[::1]:1/", "http://10.0.0.1/"):
+        response = client.post(f"/api/requests/{rid}/replay", json={"url": url})
+        assert response.status_code == 422, url
+    assert echo.received == []
 
 
 def test_auto_forward_never_delays_the_sender(shared_server: Server, echo) -> None:
@@ -148,13 +148,10 @@ def test_auto_forward_never_delays_the_sender(shared_server: Server, echo) -> No
     got = echo.wait_for(3, timeout=15)
     assert [r.path for r in got] == ["/n0", "/n1", "/n2"]  # delivered in capture order
     assert [r.body for r in got] == [b"0", b"1", b"2"]
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        attempts = httpx.get(f"{shared_server.url}/api/requests/{ids[-1]}/attempts").json()["items"]
-        if attempts:
-            break
-        time.sleep(0.05)
-    assert attempts[0]["kind"] == "forward" and attempts[0]["status"] == 201
+    url = f"{shared_server.url}/api/requests/{ids[-1]}/attempts"
+    wait_until(lambda: httpx.get(url).json()["items"], 5, "the forward attempt")
+    [attempt] = httpx.get(url).json()["items"]
+    assert attempt["kind"] == "forward" and attempt["status"] == 201
 
 
 def test_target_answer_is_escaped_and_hx_headers_stay_out(shared_server: Server, echo) -> None:

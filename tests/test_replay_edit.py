@@ -119,7 +119,9 @@ def test_edited_request_arrives_exactly_and_is_stored(shared_server: Server, ech
     host = echo.url.split("//")[1]
     # Exactly the edited list, in order with repeats, between the Host and the framing the
     # client writes itself.
-    assert got.headers == [
+    # (Plus the mark on everything Hookbin sends, so it never forwards its own traffic again.)
+    assert _values(got, "Hookbin-Via")[0].startswith("hb-")
+    assert [h for h in got.headers if h[0] != "Hookbin-Via"] == [
         ("Host", host),
         *[(n, v) for n, v in edited_headers],
         ("Content-Length", str(len(body.encode()))),
@@ -623,7 +625,7 @@ def test_resigned_edited_replay_verifies_at_the_target(
     # What was stored is exactly what went out.
     sent_headers = [tuple(h) for h in attempt["sent"]["headers"]]
     assert [
-        h for h in got.headers if h[0].lower() not in ("host", "content-length")
+        h for h in got.headers if h[0].lower() not in ("host", "content-length", "hookbin-via")
     ] == sent_headers
 
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import websocket
 
-from tests.conftest import Server, start_server
+from tests.conftest import PUSH_ONLY, Server, start_server, wait_until
 
 
 class Viewer:
@@ -47,29 +47,61 @@ class Viewer:
             time.sleep(0.02)
         return list(self.items)
 
+    def ids(self) -> list[str]:
+        return [item["id"] for item in self.items]
+
     def close(self) -> None:
         self.ws.close()
 
 
+#: One client, a new connection per request: each capture lands on whichever worker accepts it.
+_SENDER = httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def _capture(server: Server, bin_id: str, n: int, prefix: str = "n") -> list[str]:
     ids = []
-    with httpx.Client(timeout=10) as client:
-        for i in range(n):
-            response = client.post(f"{server.url}/h/{bin_id}/{prefix}{i}", content=f"{i}".encode())
-            assert response.status_code == 200
-            ids.append(response.json()["request_id"])
+    for i in range(n):
+        response = _SENDER.post(f"{server.url}/h/{bin_id}/{prefix}{i}", content=f"{i}".encode())
+        assert response.status_code == 200
+        ids.append(response.json()["request_id"])
     return ids
+
+
+def subscribed(server: Server, bin_id: str, viewers: list[Viewer]) -> None:
+    """Return once the server streams new requests to every viewer, forgetting the probes.
+
+    The handshake completes before the server subscribes a viewer, and a request captured in
+    between is not new to it. Probes are captured until each viewer got one; a last one,
+    streamed after every earlier probe, marks where the requests of the test begin.
+    """
+    deadline = time.monotonic() + 15
+    while not all(viewer.items for viewer in viewers):
+        assert time.monotonic() < deadline, "no probe reached a viewer"
+        _capture(server, bin_id, 1, "probe")
+        time.sleep(0.05)
+    [marker] = _capture(server, bin_id, 1, "subscribed")
+    for viewer in viewers:
+        wait_until(lambda viewer=viewer: marker in viewer.ids(), 15, "the last probe")
+        del viewer.items[: viewer.ids().index(marker) + 1]
+
+
+def _last_then_exactly(server: Server, bin_id: str, viewers: list[Viewer], ids: list[str]) -> None:
+    """Capture one last request and wait for it: requests stream in capture order, so anything
+    streamed twice before it would be there too. Then every viewer must hold exactly ``ids``."""
+    [last] = _capture(server, bin_id, 1, "last")
+    for viewer in viewers:
+        wait_until(lambda viewer=viewer: last in viewer.ids(), 15, "the last request")
+        assert viewer.ids() == [*ids, last]
 
 
 def test_a_viewer_gets_each_new_request_once(shared_server: Server) -> None:
     bin_ = shared_server.create_bin()
     viewer = Viewer(shared_server, bin_["id"])
     try:
-        time.sleep(0.3)  # let the subscription settle; requests before it are not "new"
+        subscribed(shared_server, bin_["id"], [viewer])
         ids = _capture(shared_server, bin_["id"], 5)
         items = viewer.wait_for(5)
-        time.sleep(0.3)
-        assert [i["id"] for i in viewer.items] == ids
+        _last_then_exactly(shared_server, bin_["id"], [viewer], ids)
         first = items[0]
         assert first["path"] == "/n0"
         assert first["bin_id"] == bin_["id"]
@@ -86,9 +118,7 @@ def test_after_sends_the_backlog_then_live_without_gap_or_duplicate(shared_serve
     try:
         assert [i["id"] for i in viewer.wait_for(4)] == earlier[2:]
         later = _capture(shared_server, bin_["id"], 3, "new")
-        viewer.wait_for(7)
-        time.sleep(0.3)
-        assert [i["id"] for i in viewer.items] == earlier[2:] + later
+        _last_then_exactly(shared_server, bin_["id"], [viewer], earlier[2:] + later)
     finally:
         viewer.close()
 
@@ -110,7 +140,7 @@ def _fan_in(capture_servers: list[Server], view_servers: list[Server], n: int = 
     bin_ = capture_servers[0].create_bin()
     viewers = [Viewer(s, bin_["id"]) for s in view_servers for _ in range(3)]
     try:
-        time.sleep(0.5)
+        subscribed(capture_servers[0], bin_["id"], viewers)
         ids: list[str] = []
         for i in range(n):
             server = capture_servers[i % len(capture_servers)]
@@ -118,15 +148,14 @@ def _fan_in(capture_servers: list[Server], view_servers: list[Server], n: int = 
         for viewer in viewers:
             got = [item["id"] for item in viewer.wait_for(n)]
             assert got == ids
-        time.sleep(0.3)
-        assert all(len(v.items) == n for v in viewers)
+        _last_then_exactly(capture_servers[-1], bin_["id"], viewers, ids)
     finally:
         for viewer in viewers:
             viewer.close()
 
 
 def test_two_workers_share_live_updates(tmp_path: Path, sqlite_url: str) -> None:
-    srv = start_server(sqlite_url, tmp_path, workers=2)
+    srv = start_server(sqlite_url, tmp_path, workers=2, extra_env=PUSH_ONLY)
     try:
         # Each connection lands on whichever worker accepts it; with 3 viewers and 30 captures
         # over fresh connections, both workers serve both roles.
@@ -138,8 +167,8 @@ def test_two_workers_share_live_updates(tmp_path: Path, sqlite_url: str) -> None
 def test_two_instances_on_one_sqlite_file_share_live_updates(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    a = start_server(sqlite_url, tmp_path)
-    b = start_server(sqlite_url, tmp_path)
+    a = start_server(sqlite_url, tmp_path, extra_env=PUSH_ONLY)
+    b = start_server(sqlite_url, tmp_path, extra_env=PUSH_ONLY)
     try:
         _fan_in([b], [a])  # captured only by B, watched only on A
         _fan_in([a, b], [a, b])
@@ -152,7 +181,7 @@ def test_viewer_resumes_after_a_server_restart(tmp_path: Path, sqlite_url: str) 
     srv = start_server(sqlite_url, tmp_path)
     bin_ = srv.create_bin()
     viewer = Viewer(srv, bin_["id"])
-    time.sleep(0.3)
+    subscribed(srv, bin_["id"], [viewer])
     first = _capture(srv, bin_["id"], 3)
     assert [i["id"] for i in viewer.wait_for(3)] == first
     srv.stop()
@@ -190,10 +219,11 @@ def test_a_viewer_that_stalls_gets_every_request_intact_when_it_reads_again(
     server = start_server(sqlite_url, tmp_path, extra_env={"HOOKBIN_STREAM_MAX_BACKLOG": "50"})
     try:
         bin_ = server.create_bin()
-        url = f"{server.ws_url}/api/bins/{bin_['id']}/stream"
+        # From the start of the empty bin: whenever the server subscribes the viewer, it gets
+        # every request.
+        url = f"{server.ws_url}/api/bins/{bin_['id']}/stream?after={'0' * 32}"
         small_buffer = ((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
         ws = websocket.create_connection(url, timeout=30, sockopt=small_buffer)
-        time.sleep(0.3)
         # ~24 KB frames: enough of them to fill both sockets' buffers and the backlog.
         total = 600
         padding = [(f"X-Pad-{k}", "p" * 8000) for k in range(3)]

@@ -10,13 +10,16 @@
 Each table under ``bins`` defines one bin; its key is the bin's name, which is its id and so the
 last segment of its capture URL (``/h/stripe-dev``; the rule is in ``names``). A bin's keys,
 all optional: ``forward_url``, ``auto_forward``, ``signing`` ({provider, secrets}, checked by
-``verdicts.validate_signing``) and ``responses`` (checked by ``app.rules.validate``). A secret
+``verdicts.validate_signing``), ``responses`` (checked by ``app.rules.validate``), ``retention``
+(a duration such as ``"7d"``, or seconds), ``max_requests``, ``senders`` and ``senders_action``
+(checked by ``settings``, as the API checks them). A secret
 written ``"env:NAME"`` is read from the environment variable NAME, so no secret needs to sit in
 the file.
 
 At every app start the file is read and applied: a bin it defines is created when missing and
 otherwise has its settings rewritten from the file (a key left out means its default: no forward
-target, auto-forward off, no signing, the standard answer); those bins are ``managed``. A bin
+target, auto-forward off, no signing, the standard answer, the server's retention and cap);
+those bins are ``managed``. A bin
 that is no longer in the file keeps its URL and what it caught but becomes an ordinary bin
 (``managed`` false). Every worker of every instance applies the file as it starts, concurrently;
 the steps below tolerate each other, and the result is the same whichever runs first.
@@ -38,7 +41,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from app.access import keys
 from app.bins.names import InvalidName, check_name
-from app.bins.settings import check_forward_url
+from app.bins.settings import (
+    check_forward_url,
+    check_max_requests,
+    check_retention,
+    check_senders,
+    check_senders_action,
+)
 from app.core.clock import utcnow
 from app.core.invalid import Invalid
 from app.rules.validate import validate_responses
@@ -48,7 +57,17 @@ from app.storage.repository import Storage
 
 log = logging.getLogger(__name__)
 
-_BIN_KEYS = ("forward_url", "auto_forward", "signing", "responses", "token")
+_BIN_KEYS = (
+    "forward_url",
+    "auto_forward",
+    "signing",
+    "responses",
+    "retention",
+    "max_requests",
+    "senders",
+    "senders_action",
+    "token",
+)
 #: Shortest API token a file may set (as long as the tokens Hookbin makes).
 MIN_TOKEN_CHARS = 32
 _SIGNING_KEYS = ("provider", "secrets")
@@ -79,6 +98,10 @@ class FileBin:
     auto_forward: bool = False
     signing: dict[str, Any] | None = None
     responses: dict[str, Any] | None = None
+    retention_seconds: int | None = None
+    max_requests: int | None = None
+    senders: list[str] | None = None
+    senders_action: str = "refuse"
     #: Digest of the API token the file gives the bin; None leaves the bin's token as it is.
     token_hash: str | None = None
 
@@ -89,6 +112,10 @@ class FileBin:
             "auto_forward": self.auto_forward,
             "signing": self.signing,
             "responses": self.responses,
+            "retention_seconds": self.retention_seconds,
+            "max_requests": self.max_requests,
+            "senders": self.senders,
+            "senders_action": self.senders_action,
             "managed": True,
         }
         if self.token_hash is not None:
@@ -176,13 +203,31 @@ def _parse_bin(
     responses = None
     if "responses" in spec:
         responses = _responses(spec["responses"], fail)
+    try:
+        retention = check_retention(spec.get("retention"))
+        max_requests = check_max_requests(spec.get("max_requests"))
+        senders = check_senders(spec.get("senders"))
+        senders_action = check_senders_action(spec.get("senders_action"))
+    except Invalid as exc:
+        raise fail(str(exc)) from None
     token_hash = None
     if "token" in spec:
         token = _secret(spec["token"], 0, env, fail, what="token")
         if not isinstance(token, str) or len(token.strip()) < MIN_TOKEN_CHARS:
             raise fail(f"token must be a string of at least {MIN_TOKEN_CHARS} characters")
         token_hash = keys.digest(token.strip())
-    return FileBin(name, forward_url, auto_forward, signing, responses, token_hash)
+    return FileBin(
+        name,
+        forward_url,
+        auto_forward,
+        signing,
+        responses,
+        retention,
+        max_requests,
+        senders,
+        senders_action,
+        token_hash,
+    )
 
 
 def _signing(value: Any, env: Mapping[str, str], fail: Any) -> dict[str, Any] | None:
@@ -298,7 +343,7 @@ def _db_values(values: dict[str, Any]) -> dict[str, Any]:
     # SQL NULL rather than a JSON "null" document for settings that are not set, exactly as in a
     # bin freshly made through the API.
     return {
-        k: sa.null() if v is None and k in ("signing", "responses") else v
+        k: sa.null() if v is None and k in ("signing", "responses", "senders") else v
         for k, v in values.items()
     }
 

@@ -22,6 +22,9 @@ from app.capture.delivery_ids import delivery_of
 from app.config import Settings
 from app.core import fastjson
 from app.core.clock import utcnow
+from app.delivery import via
+from app.limits import senders
+from app.limits.policy import Limits, Refusal, source_key
 from app.rules import plan
 from app.rules.hits import BinGone, RuleHits
 from app.rules.limits import NO_BODY_STATUSES
@@ -74,6 +77,19 @@ def _retry_later(start_response: StartResponse, environ: dict[str, Any]) -> list
         "503 Service Unavailable",
         {"error": "could not store the request; retry"},
         [("Retry-After", "1")],
+    )
+
+
+def _too_many(
+    start_response: StartResponse, environ: dict[str, Any], refusal: Refusal
+) -> list[bytes]:
+    """Beyond a rate limit: nothing was read or stored; the sender may retry after the wait."""
+    return _answer(
+        start_response,
+        environ,
+        "429 Too Many Requests",
+        {"error": refusal.error},
+        [("Retry-After", str(refusal.retry_after))],
     )
 
 
@@ -156,12 +172,15 @@ def make_capture_app(
     storage: Storage,
     batcher: CommitBatcher[Capture, Stored | None],
     wake_delivery: Callable[[], None],
+    limits: Limits | None = None,
 ) -> WSGIApp:
     """The WSGI app that captures every request below ``/h/<bin id>``.
 
     Captures are stored through ``batcher`` (group commit); ``wake_delivery`` tells this process's
-    delivery loop that a capture queued a forward.
+    delivery loop that a capture queued a forward. ``limits`` are checked (and a bin's sender
+    list) before the body is read, so a refused request costs no more than its headers.
     """
+    limits = limits or Limits()
     rule_hits = RuleHits(storage)
 
     def capture(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -171,6 +190,11 @@ def make_capture_app(
         if parts is None:
             return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
         bin_id, sub_path = parts
+        source = environ.get("REMOTE_ADDR")  # behind the trusted proxy hops (ProxyFix)
+        if limits.source is not None:  # before the lookup: probing for bins counts too
+            refusal = limits.source.hit(source_key(source))
+            if refusal is not None:
+                return _too_many(start_response, environ, refusal)
         try:
             bin_ = storage.cached_bin(bin_id)
         except SQLAlchemyError:  # the database is away: nothing can be stored, say so
@@ -178,6 +202,18 @@ def make_capture_app(
             return _retry_later(start_response, environ)
         if bin_ is None:
             return _answer(start_response, environ, "404 Not Found", {"error": "no such bin"})
+        unlisted = senders.unlisted(bin_, source) if bin_.get("senders") else None
+        if unlisted and bin_.get("senders_action") != "mark":
+            return _answer(
+                start_response,
+                environ,
+                "403 Forbidden",
+                {"error": "this bin does not take requests from this address"},
+            )
+        if limits.bin is not None:
+            refusal = limits.bin.hit(bin_id)
+            if refusal is not None:
+                return _too_many(start_response, environ, refusal)
 
         try:
             body = read_body(environ, settings.max_body_bytes, settings.body_timeout_seconds)
@@ -234,13 +270,19 @@ def make_capture_app(
             header_source="wire" if wire is not None else "environ",
             content_type=environ.get("CONTENT_TYPE") or None,
             body=body,
-            remote_addr=environ.get("REMOTE_ADDR"),
+            remote_addr=source,
             received_at=received_at,
             signature=signature,
             signing_rev=bin_["signing_rev"],
             delivery_id=delivery_of(headers, body).key,
             # Queued in the capture's own transaction (see ``app.delivery.queue``).
-            forward_url=bin_["forward_url"] if bin_["auto_forward"] else None,
+            # Never Hookbin's own forward come back: stored, not forwarded again.
+            forward_url=(
+                bin_["forward_url"]
+                if bin_["auto_forward"] and not via.looped(headers, storage.deployment_id())
+                else None
+            ),
+            sender_unlisted=unlisted,
         )
         planned = None
         responses = bin_.get("responses")

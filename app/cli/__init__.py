@@ -60,11 +60,11 @@ def serve(host: str, port: int, workers: int) -> None:
 
     os.environ["HOOKBIN_LISTEN_PORT"] = str(port)
     os.environ["HOOKBIN_LISTEN_HOST"] = host
-    settings = Settings.from_env()
     try:
+        settings = Settings.from_env()
         logs.configure(settings.log_format)
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(f"{exc}\nHookbin did not start.") from None
     if settings.bins_file:
         _check_bins_file(settings)
     if settings.is_sqlite:

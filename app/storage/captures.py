@@ -47,6 +47,8 @@ class Capture:
     answer_rule: str | None = None
     #: Auto-forward target: a forward queue entry is written in the capture's own transaction.
     forward_url: str | None = None
+    #: The bin's sender list left the sender out (None: the bin has no list).
+    sender_unlisted: bool | None = None
 
 
 @dataclass(slots=True)
@@ -117,6 +119,7 @@ def _prepare(c: Capture, sql: _CaptureSQL) -> tuple[Any, ...]:
         c.answer_status,
         c.answer_rule,
         c.delivery_id,
+        c.sender_unlisted,
     )
 
 
@@ -212,13 +215,13 @@ def _first_deliveries(
 _REQUEST_COLUMNS = (
     "seq, id, bin_id, method, path, query_string, headers, header_source, content_type, "
     "body_size, remote_addr, received_at, signature, signing_rev, answer_status, answer_rule, "
-    "delivery_id, duplicate_of"
+    "delivery_id, sender_unlisted, duplicate_of"
 )
-_REQUEST_WIDTH = 18
+_REQUEST_WIDTH = 19
 #: Largest body bound as a statement parameter on SQLite; larger ones go through a blob handle.
 _BODY_INLINE_MAX = 64 * 1024
 _BLOB_SLICE = 1024 * 1024
-# Keeps a statement's parameters (18 per row) far below SQLite's limit of 32,766.
+# Keeps a statement's parameters (19 per row) far below SQLite's limit of 32,766.
 _ROWS_PER_STATEMENT = 500
 
 

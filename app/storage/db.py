@@ -17,6 +17,8 @@ from app.core import fastjson
 
 metadata = sa.MetaData()
 
+_HAS_LIMITS = sa.text("retention_seconds IS NOT NULL OR max_requests IS NOT NULL")
+
 bins = sa.Table(
     "bins",
     metadata,
@@ -46,6 +48,13 @@ bins = sa.Table(
     # Addresses and CIDR ranges allowed to send, and what happens to others ("refuse", "mark").
     sa.Column("senders", sa.JSON, nullable=True),
     sa.Column("senders_action", sa.String(8), nullable=True),
+    # The purge reads the few bins with their own limits every pass, without scanning all bins.
+    sa.Index(
+        "ix_bins_limits",
+        "id",
+        sqlite_where=_HAS_LIMITS,
+        postgresql_where=_HAS_LIMITS,
+    ),
 )
 
 # How many requests each counting rule (e.g. "fail the first N") has matched so far. Kept in the

@@ -46,6 +46,12 @@ def _bin_item(row: sa.Row[Any]) -> dict[str, Any]:
         # Access (never shown): the API token's digest and the view link's salt.
         "token_hash": row.token_hash,
         "page_key_salt": row.page_key_salt,
+        # Overrides of the server's retention and cap (None: the server's; 0: none).
+        "retention_seconds": row.retention_seconds,
+        "max_requests": row.max_requests,
+        # Addresses and ranges that may send (None: everyone), and what befalls the others.
+        "senders": row.senders,
+        "senders_action": row.senders_action or "refuse",
     }
 
 
@@ -93,6 +99,22 @@ def get_bin(engine: Engine, bin_id: str) -> dict[str, Any] | None:
     return _bin_item(row) if row else None
 
 
+_SETTABLE = frozenset(
+    {
+        "forward_url",
+        "auto_forward",
+        "signing",
+        "responses",
+        "retention_seconds",
+        "max_requests",
+        "token_hash",
+        "page_key_salt",
+        "senders",
+        "senders_action",
+    }
+)
+
+
 def list_bins(engine: Engine, *, limit: int, before: str | None = None) -> list[dict[str, Any]]:
     """Up to ``limit`` bins, newest first, optionally made before bin ``before``."""
     query = sa.select(bins).order_by(bins.c.created_at.desc(), bins.c.id.desc()).limit(limit)
@@ -109,21 +131,18 @@ def list_bins(engine: Engine, *, limit: int, before: str | None = None) -> list[
 
 
 def update_bin(engine: Engine, bin_id: str, **changes: Any) -> dict[str, Any] | None:
-    """Set ``forward_url``, ``auto_forward``, ``signing`` and/or ``responses``; returns the bin.
+    """Set ``forward_url``, ``auto_forward``, ``signing``, ``responses``, ``retention_seconds``,
+    ``max_requests``, ``senders``, ``senders_action`` and/or the access columns; returns the bin.
 
     Changing ``signing`` moves the bin's ``signing_rev`` on, so stored verdicts get re-checked.
     Saving ``responses`` (validated by ``app.rules``) starts the bin's rule counters over.
     """
-    allowed: dict[str, Any] = {
-        k: v
-        for k, v in changes.items()
-        if k
-        in {"forward_url", "auto_forward", "signing", "responses", "token_hash", "page_key_salt"}
-    }
+    allowed: dict[str, Any] = {k: v for k, v in changes.items() if k in _SETTABLE}
     if "signing" in allowed:
         allowed["signing_rev"] = bins.c.signing_rev + 1
-    if "responses" in allowed and allowed["responses"] is None:
-        allowed["responses"] = sa.null()  # SQL NULL, not a JSON "null" document
+    for name in ("responses", "senders"):
+        if name in allowed and allowed[name] is None:
+            allowed[name] = sa.null()  # SQL NULL, not a JSON "null" document
     with engine.begin() as conn:
         if allowed:
             conn.execute(sa.update(bins).where(bins.c.id == bin_id).values(**allowed))
@@ -186,6 +205,8 @@ def _request_item(row: sa.Row[Any]) -> dict[str, Any]:
             if row.answer_status is None
             else {"status": row.answer_status, "rule": row.answer_rule}
         ),
+        # True: kept from a sender outside the bin's list; None: the bin had no list.
+        "sender_unlisted": row.sender_unlisted,
     }
 
 

@@ -18,6 +18,7 @@ from app.delivery.edit import EditError, outgoing_from_api
 from app.delivery.queue import DELIVERED, retry_now, state_of
 from app.delivery.replay import TargetRefused, replay
 from app.delivery.reports import parse_listen_report
+from app.limits.policy import source_key
 from app.web import auth
 from app.web.auth import Grant, bin_or_404, request_or_404
 from app.web.lookup import services, storage, verdicts_of
@@ -100,6 +101,9 @@ def create_bin() -> tuple[Response, int]:
     """
     if services().settings.create_bins == "token" and not auth.operator():
         return _error(401, "creating bins on this server needs an operator token")
+    refused = creation_refused()
+    if refused is not None:
+        return refused
     name = None
     if request.get_data():  # the body is optional: no body, a random id as always
         data = _request_json(force=True)
@@ -122,6 +126,18 @@ def create_bin() -> tuple[Response, int]:
         return _error(exc.status, str(exc))
     shown = public_bin(created, auth.page_key_of(created))
     return jsonify({**shown, "token": token}), 201
+
+
+def creation_refused() -> tuple[Response, int] | None:
+    """Count an attempt to make a bin against HOOKBIN_CREATE_RATE_LIMIT; the 429 answer (JSON,
+    with ``Retry-After``) when it is beyond the limit, else None."""
+    limit = services().limits.create
+    refusal = None if limit is None else limit.hit(source_key(request.remote_addr))
+    if refusal is None:
+        return None
+    response, status = _error(429, refusal.error)
+    response.headers["Retry-After"] = str(refusal.retry_after)
+    return response, status
 
 
 @bp.get("/bins/<bin_id>")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
@@ -12,6 +13,7 @@ from app.access import keys
 from app.bins import names, paging
 from app.bins.settings import changes_from_form, check_target_url
 from app.capture.handler import CAPTURE_PREFIX
+from app.config import format_duration
 from app.core.invalid import Invalid
 from app.delivery.queue import describe, retry_now, state_of
 from app.delivery.replay import TargetRefused, replay
@@ -21,6 +23,7 @@ from app.rules import form as answerform
 from app.signing.common import PROVIDERS
 from app.web import auth
 from app.web.access_pages import access_context
+from app.web.api import creation_refused
 from app.web.auth import Grant, bin_or_404, forget, request_in_bin
 from app.web.lookup import services, storage, verdicts_of
 from app.web.serialize import secret_hint
@@ -51,6 +54,18 @@ def _responses_placeholder() -> dict[str, Any]:
     return {"rules_placeholder": answerform.RULES_PLACEHOLDER}
 
 
+@bp.app_template_filter("duration")
+def _duration(seconds: int | None) -> str:
+    return "" if seconds is None else format_duration(seconds)
+
+
+@bp.app_context_processor
+def _server_limits() -> dict[str, Any]:
+    settings = services().settings
+    shown = format_duration(settings.retention_seconds)
+    return {"server_limits": {"retention": shown, "max_requests": settings.bin_max_requests}}
+
+
 @bp.app_template_filter("size")
 def _size(n: int) -> str:
     return human_size(n)
@@ -70,7 +85,7 @@ def _not_found(_exc: Exception) -> tuple[Response | str, int]:
 def _database_unavailable(exc: SQLAlchemyError) -> tuple[Response, int]:
     # The database is away or refused the work (a lost connection, a full disk, a lock held too
     # long): a passing condition, so clients are told to retry rather than shown a crash.
-    current_app.logger.error("database error on %s %s: %s", request.method, request.path, exc)
+    current_app.logger.error("database error on %s %s", request.method, request.path, exc_info=exc)
     response = current_app.json.response({"error": "the database is unavailable; retry"})
     response.headers["Retry-After"] = "1"
     return response, 503
@@ -108,12 +123,21 @@ def index() -> str:
 
 
 @bp.post("/bins")
-def create_bin() -> Response | tuple[str, int]:
+def create_bin() -> ResponseReturnValue:
     """Create a bin (named when the form gives a name), keep it in this browser, open its page."""
     name = (request.form.get("name") or "").strip()
     if services().settings.create_bins == "token":
         message = "On this server only operators create bins (through the API)."
         return render_template("index.html", name=name, name_error=message, held=_held()), 403
+    refused = creation_refused()
+    if refused is not None:
+        if request.accept_mimetypes.best_match(["application/json", "text/html"]) != "text/html":
+            return refused
+        # A person at the form: the page again, saying why and for how long.
+        response, status = refused
+        error = response.get_json()["error"]
+        page = render_template("index.html", name=name, name_error=error, held=_held())
+        return page, status, {"Retry-After": response.headers["Retry-After"]}
     try:
         created = names.create_bin(
             storage(),
@@ -339,6 +363,11 @@ def _settings_refused(bin_: dict[str, Any], refused: Invalid) -> str | tuple[str
     if "signing_provider" in form:
         secrets = (form.get("signing_secrets") or "").splitlines()
         shown["signing"] = {"provider": form["signing_provider"], "secrets": secrets}
+    if "retention" in form or "max_requests" in form:
+        shown["limits_typed"] = {k: form.get(k, "") for k in ("retention", "max_requests")}
+    if "senders" in form:
+        shown["senders"] = (form.get("senders") or "").splitlines()
+        shown["senders_action"] = form.get("senders_action", bin_.get("senders_action"))
     # A responses error shows inside that section, which the page may have folded away.
     where = "responses_error" if refused.field == "responses" else "settings_error"
     typed = {"responses_typed": answerform.typed(form), where: str(refused)}
@@ -351,7 +380,7 @@ def _settings_refused(bin_: dict[str, Any], refused: Invalid) -> str | tuple[str
 
 @bp.post("/bins/<bin_id>/settings")
 def bin_settings(bin_id: str) -> Response | str | tuple[str, int]:
-    """Save the forward target, the auto-forward switch, the signing secrets and responses."""
+    """Save the forward target, the auto-forward switch, signing secrets, responses and limits."""
     bin_ = bin_or_404(bin_id, Grant.MANAGE)
     try:
         # Signing and responses are in only when changed: a change re-checks every stored

@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from app.config import format_duration
 from app.delivery.queue import describe
+from app.storage.retention import effective
+from app.web.lookup import services
 from app.web.urls import capture_url, view_url
 
 _INTERNAL_FIELDS = frozenset({"seq", "signing_rev", "token_hash", "page_key_salt"})
@@ -25,6 +28,7 @@ def public_bin(bin_: dict[str, Any], page_key: str | None = None) -> dict[str, A
     shown["signing"] = signing_shown(bin_.get("signing"))
     return {
         **shown,
+        **bin_limits(bin_),
         "capture_url": capture_url(bin_["id"]),
         "view_url": view_url(bin_["id"], page_key),
     }
@@ -44,6 +48,22 @@ def signing_shown(signing: dict[str, Any] | None) -> dict[str, Any] | None:
         "provider": signing.get("provider", "auto"),
         "secrets_set": len(secrets),
         "secret_hints": [secret_hint(s) for s in secrets],
+    }
+
+
+def bin_limits(bin_: dict[str, Any]) -> dict[str, Any]:
+    """A bin's own retention (as a duration too) and what it keeps in effect, the server's
+    settings filling in where it has none (0: no limit)."""
+    settings = services().settings
+    own = bin_.get("retention_seconds")
+    retention = effective(own, settings.retention_seconds)
+    return {
+        "retention": None if own is None else format_duration(own),
+        "retention_seconds": own,
+        "max_requests": bin_.get("max_requests"),
+        "effective_retention": format_duration(retention),
+        "effective_retention_seconds": retention,
+        "effective_max_requests": effective(bin_.get("max_requests"), settings.bin_max_requests),
     }
 
 
