@@ -20,6 +20,7 @@ from app.config import Settings
 from tests.conftest import Server, start_server
 
 OPERATOR = "op-" + "x" * 40
+pytestmark = pytest.mark.anonymous
 
 
 @pytest.fixture(scope="module")

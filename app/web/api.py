@@ -100,7 +100,9 @@ def create_bin() -> tuple[Response, int]:
     The answer carries the bin's API ``token``, shown this once, and its view link.
     """
     if services().settings.create_bins == "token" and not auth.operator():
-        return _error(401, "creating bins on this server needs an operator token")
+        response, status = _error(401, "creating bins on this server needs an operator token")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="hookbin"'
+        return response, status
     refused = creation_refused()
     if refused is not None:
         return refused
