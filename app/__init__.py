@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
     from app.bins.names import reserved_names
     from app.capture.handler import CaptureDispatcher, make_capture_app
     from app.ops import logs, metrics, routes
-    from app.web import api, assets, pages, replay_pages, security, stream
+    from app.web import access_pages, api, assets, auth, pages, replay_pages, security, stream
     from app.wiring import build_services
 
     settings = settings or Settings.from_env()
@@ -47,8 +47,10 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = True) -
 
     assets.init_app(app)
     security.init_app(app)
+    app.before_request(auth.refuse_cross_site_writes)
     app.register_blueprint(pages.bp)
     app.register_blueprint(replay_pages.bp)
+    app.register_blueprint(access_pages.bp)
     app.register_blueprint(api.bp)
     stream.init_app(app)
     routes.init_app(app, services.storage, settings)

@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import websocket
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -47,6 +48,56 @@ def wait_until(check: Callable[[], object], timeout: float = 10.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+#: The operator token every test server and in-process app accepts. The suite reads and manages
+#: bins as an operator, so that tests of capture, replay or live push need not carry each bin's
+#: token around; tests/test_access.py covers bin tokens, share links and the browser's cookie, and
+#: its tests (marker ``anonymous``) send exactly the credentials they name.
+TEST_OPERATOR = "hbt_test-operator-0123456789abcdef0123456789abcdef"
+os.environ.setdefault("HOOKBIN_TOKEN", TEST_OPERATOR)  # for `hookbin listen` subprocesses
+
+#: Ports of the Hookbin servers the tests started (requests elsewhere are left alone).
+HOOKBIN_PORTS: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _as_operator(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests the test sends to its Hookbin servers carry the operator token, unless they carry
+    credentials of their own; capture URLs (``/h/...``) never do, as no sender would."""
+    if request.node.get_closest_marker("anonymous"):
+        return
+    bearer = f"Bearer {TEST_OPERATOR}"
+    real_build = httpx.Client.build_request
+
+    def build_request(self: httpx.Client, *args: object, **kwargs: object) -> httpx.Request:
+        built = real_build(self, *args, **kwargs)  # type: ignore[arg-type]
+        url = built.url
+        if (
+            url.port in HOOKBIN_PORTS
+            and not url.path.startswith("/h/")
+            and "authorization" not in built.headers
+        ):
+            built.headers["Authorization"] = bearer
+        return built
+
+    monkeypatch.setattr(httpx.Client, "build_request", build_request)
+    real_connect = websocket.create_connection
+
+    def create_connection(url: str, *args: object, **kwargs: object) -> object:
+        header = list(kwargs.pop("header", None) or [])  # type: ignore[call-overload]
+        if not any(str(h).lower().startswith("authorization:") for h in header):
+            header.append(f"Authorization: {bearer}")
+        return real_connect(url, *args, header=header, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(websocket, "create_connection", create_connection)
+    real_init = FlaskClient.__init__
+
+    def client_init(self: FlaskClient, *args: object, **kwargs: object) -> None:
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+        self.environ_base.setdefault("HTTP_AUTHORIZATION", bearer)
+
+    monkeypatch.setattr(FlaskClient, "__init__", client_init)
 
 
 #: Fixtures of tests that start servers, processes or a browser of their own.
@@ -151,6 +202,7 @@ def start_server(
     port = port or free_port()
     env = {
         **os.environ,
+        "HOOKBIN_ADMIN_TOKEN": TEST_OPERATOR,
         "HOOKBIN_DATABASE_URL": database_url,
         **(extra_env or {}),
     }
@@ -173,6 +225,7 @@ def start_server(
             stderr=subprocess.STDOUT,
         )
     server = Server(port, database_url, process, log_path, env)
+    HOOKBIN_PORTS.add(port)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -237,6 +290,7 @@ def make_app(tmp_path: Path, migrated_sqlite: Path) -> Iterator[Callable[..., Fl
             db = tmp_path / f"app-{len(made)}.sqlite3"
             shutil.copyfile(migrated_sqlite, db)
             database = f"sqlite:///{db}"
+        settings.setdefault("admin_token", TEST_OPERATOR)
         built = create_app(Settings(database_url=database, **settings))  # type: ignore[arg-type]
         made.append(built)
         return built
@@ -278,6 +332,7 @@ def thread_server(make_app: Callable[..., Flask]) -> Iterator[Callable[..., Thre
         thread = threading.Thread(target=http.serve_forever, args=(0.05,), daemon=True)
         thread.start()
         running.append((http, thread))
+        HOOKBIN_PORTS.add(http.server_port)
         return ThreadServer(http.server_port, http.app)
 
     yield start
@@ -423,7 +478,9 @@ def browser() -> Iterator[object]:
 @pytest.fixture
 def page(browser) -> Iterator[object]:
     """A fresh page (own cookies, own storage) at the README's screenshot size."""
-    context = browser.new_context(viewport=VIEWPORT)
+    context = browser.new_context(
+        viewport=VIEWPORT, extra_http_headers={"Authorization": f"Bearer {TEST_OPERATOR}"}
+    )
     context.set_default_timeout(WAIT_MS)
     tab = context.new_page()
     yield tab

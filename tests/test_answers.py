@@ -21,7 +21,7 @@ from app.rules.limits import MAX_TEMPLATE_NESTING
 from app.rules.match import Incoming, choose, path_matches
 from app.rules.templates import AnswerError, render_template
 from app.rules.validate import validate_responses
-from tests.conftest import Server, raw_http, start_server
+from tests.conftest import TEST_OPERATOR, Server, raw_http, start_server
 
 
 def incoming(
@@ -1099,7 +1099,7 @@ def test_a_bug_in_the_rules_never_costs_the_capture(
 
     url = f"sqlite:///{tmp_path / 'bug.sqlite3'}"
     upgrade(url)
-    app = create_app(Settings(database_url=url))
+    app = create_app(Settings(database_url=url, admin_token=TEST_OPERATOR))
     try:
         client = app.test_client()
         bin_id = client.post("/api/bins").get_json()["id"]

@@ -20,6 +20,7 @@ import pytest
 
 from app.delivery import queue as forwardqueue
 from app.storage.db import make_engine
+from app.storage.ids import seq_from_id
 from tests.conftest import (
     Listening,
     Server,
@@ -231,7 +232,7 @@ def test_pending_forwards_survive_a_restart_and_arrive_once_in_order(
         first.stop()
     engine = make_engine(sqlite_url)
     try:
-        states = [forwardqueue.state_of(engine, ids.seq_from_id(rid) or 0) or {} for rid in ids]
+        states = [forwardqueue.state_of(engine, seq_from_id(rid) or 0) or {} for rid in ids]
     finally:
         engine.dispose()
     assert [s["state"] for s in states] == ["pending"] * 5

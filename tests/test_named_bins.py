@@ -81,7 +81,7 @@ def test_api_creates_a_named_bin_whose_capture_url_uses_the_name(client: FlaskCl
     bin_ = response.get_json()
     assert bin_["id"] == name
     assert bin_["capture_url"] == f"http://localhost/h/{name}"
-    assert bin_["view_url"] == f"http://localhost/bins/{name}"
+    assert bin_["view_url"].startswith(f"http://localhost/bins/{name}?key=hbk_")
     assert bin_["managed"] is False
     assert client.get(f"/api/bins/{name}").get_json()["id"] == name
 
@@ -287,16 +287,21 @@ def get_json(server: Server | FlaskClient, path: str) -> dict:
     return server.get(path).get_json()
 
 
+def shown_signing(provider: str, secret: str) -> dict:
+    """A signing setting as the API shows it: never the secret itself."""
+    return {"provider": provider, "secrets_set": 1, "secret_hints": ["\u2026" + secret[-4:]]}
+
+
 def assert_file_bins(server: Server | FlaskClient, forward_url: str) -> None:
     base = server.url if isinstance(server, Server) else "http://localhost"
     stripe = get_json(server, "/api/bins/stripe-dev")
     assert stripe["managed"] is True
     assert stripe["capture_url"] == f"{base}/h/stripe-dev"
-    assert stripe["signing"] == {"provider": "stripe", "secrets": [STRIPE_SECRET]}
+    assert stripe["signing"] == shown_signing("stripe", STRIPE_SECRET)
     assert (stripe["forward_url"], stripe["auto_forward"]) == (forward_url, True)
     slack = get_json(server, "/api/bins/slack-events")
     assert slack["managed"] is True
-    assert slack["signing"] == {"provider": "slack", "secrets": [SLACK_SECRET]}
+    assert slack["signing"] == shown_signing("slack", SLACK_SECRET)
     assert (slack["forward_url"], slack["auto_forward"]) == (None, False)
 
 
@@ -384,7 +389,9 @@ def test_restart_rewrites_settings_and_a_fresh_database_gets_the_same_urls(
     assert_file_bins(client, forward)
     for name, old in before.items():
         now = get_json(client, f"/api/bins/{name}")
-        assert (now["capture_url"], now["view_url"]) == (old["capture_url"], old["view_url"])
+        # The page's address stays; its key is the new database's own.
+        assert now["capture_url"] == old["capture_url"]
+        assert now["view_url"].split("?")[0] == old["view_url"].split("?")[0]
         assert get_json(client, f"/api/bins/{name}/requests")["items"] == []
     assert client.post("/h/slack-events/again").status_code == 200
 
@@ -402,7 +409,7 @@ def test_bins_that_leave_the_file_stay_but_are_no_longer_managed(
     slack = get_json(client, "/api/bins/slack-events")
     assert slack["managed"] is False
     # Its settings are left as they were; only the file no longer rewrites them.
-    assert slack["signing"] == {"provider": "slack", "secrets": [SLACK_SECRET]}
+    assert slack["signing"] == shown_signing("slack", SLACK_SECRET)
     assert only_request_in(client, "slack-events")["path"] == "/x"
     assert 'id="managed-note"' not in client.get("/bins/slack-events").get_data(as_text=True)
     assert get_json(client, "/api/bins/stripe-dev")["managed"] is True

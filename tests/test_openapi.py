@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from tests.conftest import TEST_OPERATOR
+
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "docs" / "openapi.yaml"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -55,7 +57,7 @@ def app(tmp_path: Path) -> Iterator[Flask]:
 
     url = f"sqlite:///{tmp_path}/x.sqlite3"
     upgrade(url)
-    flask_app = create_app(Settings(database_url=url))
+    flask_app = create_app(Settings(database_url=url, admin_token=TEST_OPERATOR))
     yield flask_app
     flask_app.extensions["hookbin"].close()
 

@@ -3,8 +3,10 @@ does not: schemathesis generates both from the document the app serves and runs 
 the in-process WSGI app.
 
 The capture URLs (``/h/...``) are left out: they take any method and any body by design.
-Path parameters are sometimes swapped for the id of a real bin or request, so that operations
-are exercised past their ``404``.
+Every generated call carries an operator token, so that it reaches the operation rather than
+its ``401``; schemathesis also sends each operation that answered 2xx again without a token and
+with a wrong one, which must be refused. Path parameters are sometimes swapped for the id of a
+real bin, request or share link, so that operations are exercised past their ``404``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from flask import Flask
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import CHECKS, load_all_checks
 
+from tests.conftest import TEST_OPERATOR
+
 load_all_checks()
 ALL_CHECKS = CHECKS.get_all()
 WEBSOCKETS = {"/api/bins/{bin_id}/stream", "/bins/{bin_id}/live"}
+OPERATOR = {"Authorization": f"Bearer {TEST_OPERATOR}"}
 
 
 def _make_app() -> tuple[Flask, tempfile.TemporaryDirectory[str]]:
@@ -32,7 +37,7 @@ def _make_app() -> tuple[Flask, tempfile.TemporaryDirectory[str]]:
     folder = tempfile.TemporaryDirectory(prefix="hookbin-contract-")
     url = f"sqlite:///{folder.name}/x.sqlite3"
     upgrade(url)
-    flask_app = create_app(Settings(database_url=url))
+    flask_app = create_app(Settings(database_url=url, admin_token=TEST_OPERATOR))
     # A server error reaches the test as the exception itself, and so does the one below.
     flask_app.config["PROPAGATE_EXCEPTIONS"] = True
     return flask_app, folder
@@ -44,6 +49,17 @@ APP, _FOLDER = _make_app()
 schema = schemathesis.openapi.from_wsgi("/api/openapi.yaml", APP).exclude(path_regex=r"^/h/")
 
 
+@schema.auth()
+class Operator:
+    """Every generated call is an operator's (the document's ``bearerAuth``)."""
+
+    def get(self, case: schemathesis.Case, ctx: object) -> str:
+        return TEST_OPERATOR
+
+    def set(self, case: schemathesis.Case, data: str, ctx: object) -> None:
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _close_app() -> Iterator[None]:
     yield
@@ -53,11 +69,12 @@ def _close_app() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def known_ids() -> dict[str, str]:
-    """A real bin with one captured request, for path parameters."""
+    """A real bin with one captured request and one share link, for path parameters."""
     client = APP.test_client()
-    bin_id = client.post("/api/bins").get_json()["id"]
+    bin_id = client.post("/api/bins", headers=OPERATOR).get_json()["id"]
     request_id = client.post(f"/h/{bin_id}/x", data=b'{"a": 1}').get_json()["request_id"]
-    return {"bin_id": bin_id, "request_id": request_id}
+    share_id = client.post(f"/api/bins/{bin_id}/shares", headers=OPERATOR).get_json()["id"]
+    return {"bin_id": bin_id, "request_id": request_id, "share_id": share_id}
 
 
 @schema.parametrize()

@@ -67,7 +67,12 @@ def test_json_logs_carry_ids_and_no_secrets(tmp_path: Path, sqlite_url: str) -> 
                 "BEGIN SELECT RAISE(ABORT, 'update refused for the test'); END"
             )
         signing = {"signing": {"provider": "stripe", "secrets": [NEW_SECRET]}}
-        response = httpx.patch(f"{server.url}/api/bins/{bin_id}", json=signing, timeout=10)
+        response = httpx.patch(
+            f"{server.url}/api/bins/{bin_id}",
+            json=signing,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            timeout=10,
+        )
         assert response.status_code == 503  # a database error: try again later
         text = server.log()
     finally:

@@ -28,7 +28,7 @@ from app.storage.migrate import upgrade
 from app.storage.purge import PurgeLease
 from app.storage.retention import BATCH
 from app.wiring import Services
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TEST_OPERATOR
 
 
 @dataclass
@@ -79,7 +79,7 @@ def make_app(tmp_path: Path) -> Iterator[object]:
     upgrade(url)
 
     def make(**settings: object) -> App:
-        app = create_app(Settings(database_url=url, **settings))  # type: ignore[arg-type]
+        app = create_app(Settings(database_url=url, admin_token=TEST_OPERATOR, **settings))  # type: ignore[arg-type]
         made.append(App(app, app.test_client(), app.extensions["hookbin"]))
         return made[-1]
 

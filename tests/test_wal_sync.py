@@ -20,6 +20,7 @@ import pytest
 from app import create_app, wiring
 from app.config import Settings
 from app.storage.migrate import upgrade
+from tests.conftest import TEST_OPERATOR
 
 
 def test_the_log_is_fdatasynced_after_the_commit_and_before_the_answer(
@@ -29,7 +30,7 @@ def test_the_log_is_fdatasynced_after_the_commit_and_before_the_answer(
     wal = os.path.realpath(f"{db}-wal")
     url = f"sqlite:///{db}"
     upgrade(url)
-    settings = Settings(database_url=url)
+    settings = Settings(database_url=url, admin_token=TEST_OPERATOR)
     assert settings.sqlite_synchronous == "FULL"  # the default this test is about
     app = create_app(settings)
     services = app.extensions["hookbin"]

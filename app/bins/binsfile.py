@@ -39,6 +39,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from app.access import keys
 from app.bins.names import InvalidName, check_name
 from app.bins.settings import (
     check_forward_url,
@@ -65,7 +66,10 @@ _BIN_KEYS = (
     "max_requests",
     "senders",
     "senders_action",
+    "token",
 )
+#: Shortest API token a file may set (as long as the tokens Hookbin makes).
+MIN_TOKEN_CHARS = 32
 _SIGNING_KEYS = ("provider", "secrets")
 ENV_PREFIX = "env:"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -98,10 +102,12 @@ class FileBin:
     max_requests: int | None = None
     senders: list[str] | None = None
     senders_action: str = "refuse"
+    #: Digest of the API token the file gives the bin; None leaves the bin's token as it is.
+    token_hash: str | None = None
 
     def settings(self) -> dict[str, Any]:
         """The bin's columns as the file wants them."""
-        return {
+        wanted = {
             "forward_url": self.forward_url,
             "auto_forward": self.auto_forward,
             "signing": self.signing,
@@ -112,6 +118,9 @@ class FileBin:
             "senders_action": self.senders_action,
             "managed": True,
         }
+        if self.token_hash is not None:
+            wanted["token_hash"] = self.token_hash
+        return wanted
 
 
 @dataclass
@@ -201,6 +210,12 @@ def _parse_bin(
         senders_action = check_senders_action(spec.get("senders_action"))
     except Invalid as exc:
         raise fail(str(exc)) from None
+    token_hash = None
+    if "token" in spec:
+        token = _secret(spec["token"], 0, env, fail, what="token")
+        if not isinstance(token, str) or len(token.strip()) < MIN_TOKEN_CHARS:
+            raise fail(f"token must be a string of at least {MIN_TOKEN_CHARS} characters")
+        token_hash = keys.digest(token.strip())
     return FileBin(
         name,
         forward_url,
@@ -211,6 +226,7 @@ def _parse_bin(
         max_requests,
         senders,
         senders_action,
+        token_hash,
     )
 
 
@@ -229,19 +245,22 @@ def _signing(value: Any, env: Mapping[str, str], fail: Any) -> dict[str, Any] | 
         raise fail(str(exc)) from None
 
 
-def _secret(value: Any, number: int, env: Mapping[str, str], fail: Any) -> Any:
+def _secret(
+    value: Any, number: int, env: Mapping[str, str], fail: Any, what: str = "signing secret"
+) -> Any:
     """A secret as given, or the value of the environment variable an ``env:NAME`` names."""
     if not isinstance(value, str) or not value.startswith(ENV_PREFIX):
         return value  # validate_signing judges it
     var = value[len(ENV_PREFIX) :]
+    where = f"{what} #{number}" if number else what
     if not _ENV_NAME.fullmatch(var):
-        raise fail(f'signing secret #{number}: "{value}" does not name an environment variable')
+        raise fail(f'{where}: "{value}" does not name an environment variable')
     resolved = env.get(var)
     # Messages name the variable, never its value.
     if resolved is None:
-        raise fail(f"signing secret #{number}: environment variable {var} is not set")
+        raise fail(f"{where}: environment variable {var} is not set")
     if not resolved.strip():
-        raise fail(f"signing secret #{number}: environment variable {var} is empty")
+        raise fail(f"{where}: environment variable {var} is empty")
     return resolved
 
 
@@ -331,7 +350,14 @@ def _db_values(values: dict[str, Any]) -> dict[str, Any]:
 
 def _insert_if_missing(conn: Connection, wanted: FileBin) -> bool:
     """Insert the bin unless it exists (by now); True when this call created it."""
-    values = _db_values({"id": wanted.name, "created_at": utcnow(), **wanted.settings()})
+    values = _db_values(
+        {
+            "id": wanted.name,
+            "created_at": utcnow(),
+            "page_key_salt": keys.new_salt(),
+            **wanted.settings(),
+        }
+    )
     dialect = conn.dialect.name
     if dialect in ("postgresql", "sqlite"):
         if dialect == "postgresql":

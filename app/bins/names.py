@@ -111,15 +111,18 @@ def check_name(name: str, reserved: Collection[str]) -> str:
     return name
 
 
-def create_bin(storage: Storage, name: str | None, url_map: Map) -> dict[str, Any]:
+def create_bin(
+    storage: Storage, name: str | None, url_map: Map, **secrets: str | None
+) -> dict[str, Any]:
     """Create a bin called ``name``, or with a random id when ``name`` is None.
 
+    ``secrets`` are the digests ``Storage.create_bin`` keeps (``token_hash``, ``page_key_salt``).
     Raises InvalidName (400) or NameTaken (409), each with a message meant for the user.
     """
     if name is None:
-        return storage.create_bin()
+        return storage.create_bin(**secrets)
     check_name(name, reserved_names(url_map))
     try:
-        return storage.create_bin(name)
+        return storage.create_bin(name, **secrets)
     except BinExists:
         raise NameTaken(f'a bin named "{name}" exists already; choose another name') from None

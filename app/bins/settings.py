@@ -184,11 +184,17 @@ SETTINGS: dict[str, Callable[[Any], Any]] = {
 _STORED_AS = {"retention": "retention_seconds"}
 
 
-def changes_from_json(data: Mapping[str, Any]) -> dict[str, Any]:
+def changes_from_json(
+    data: Mapping[str, Any], bin_: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The checked changes of a ``PATCH /api/bins/{id}`` body: only the fields it has.
 
-    Other keys are ignored, as the API document says.
+    Other keys are ignored, as the API document says. Secrets are never shown back, so a
+    ``signing`` without ``secrets`` keeps the ones ``bin_`` has.
     """
+    signing = data.get("signing")
+    if isinstance(signing, dict) and "secrets" not in signing and bin_ and bin_.get("signing"):
+        data = {**data, "signing": {**signing, "secrets": bin_["signing"].get("secrets", [])}}
     return {
         _STORED_AS.get(name, name): check(data[name])
         for name, check in SETTINGS.items()
@@ -212,6 +218,9 @@ def changes_from_form(form: Mapping[str, str], bin_: Mapping[str, Any]) -> dict[
     }
     if "signing_provider" in form:
         secrets = (form.get("signing_secrets") or "").splitlines()
+        if not any(s.strip() for s in secrets) and form.get("signing_clear") != "on":
+            # Secrets are never shown back: an empty box keeps the ones saved.
+            secrets = list((bin_.get("signing") or {}).get("secrets", []))
         signing = check_signing({"provider": form["signing_provider"], "secrets": secrets})
         if signing != (bin_.get("signing") or {"provider": "auto", "secrets": []}):
             changes["signing"] = signing

@@ -185,10 +185,18 @@ def _describe(settings: Settings) -> str:
 @click.option("--from-now", is_flag=True, help="Ignore the saved position: only new requests.")
 @click.option("--from-start", is_flag=True, help="Forward every request the bin holds first.")
 @click.option("--insecure", is_flag=True, help="Do not verify the local target's TLS certificate.")
+@click.option(
+    "--token",
+    envvar="HOOKBIN_TOKEN",
+    show_envvar=True,
+    metavar="TOKEN",
+    help="The bin's API token (or an operator token): the server needs one to read the bin.",
+)
 def listen(
     bin_id: str,
     forward_to: str,
     server: str,
+    token: str | None,
     timeout: float,
     state_file: Path | None,
     from_now: bool,
@@ -239,6 +247,7 @@ def listen(
         start="start" if from_start else "now" if from_now else "saved",
         timeout=timeout,
         verify_tls=not insecure,
+        token=token,
     )
     sys.exit(listener.run())
 

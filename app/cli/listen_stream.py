@@ -41,9 +41,10 @@ class WebSocketLike(Protocol):
     def shutdown(self) -> None: ...
 
 
-def connect_websocket(url: str) -> WebSocketLike:
-    """Open the stream; pings are answered by ``recv_data`` in the reader thread."""
-    ws = websocket.create_connection(url, timeout=CONNECT_TIMEOUT)
+def connect_websocket(url: str, token: str | None = None) -> WebSocketLike:
+    """Open the stream (with the bin's ``token``); pings are answered by ``recv_data``."""
+    header = [f"Authorization: Bearer {token}"] if token else None
+    ws = websocket.create_connection(url, timeout=CONNECT_TIMEOUT, header=header)
     ws.settimeout(IDLE_TIMEOUT)
     return ws
 

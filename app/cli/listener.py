@@ -27,6 +27,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,8 +112,9 @@ class Listener:
         echo: Callable[..., None] = click.echo,
         clock: Callable[[], datetime] = datetime.now,
         sleep: Callable[[float], None] = time.sleep,
-        connect: Callable[[str], WebSocketLike] = connect_websocket,
+        connect: Callable[[str], WebSocketLike] | None = None,
         api: httpx.Client | None = None,
+        token: str | None = None,
     ) -> None:
         self.server = server_base(server)
         self.bin_id = bin_id
@@ -125,8 +127,9 @@ class Listener:
         self.echo = echo
         self.clock = clock
         self.sleep = sleep
-        self.connect = connect
-        self.api = api or httpx.Client(timeout=API_TIMEOUT, follow_redirects=False)
+        self.connect = connect or partial(connect_websocket, token=token)
+        auth = {"Authorization": f"Bearer {token}"} if token else None
+        self.api = api or httpx.Client(timeout=API_TIMEOUT, follow_redirects=False, headers=auth)
         #: Id of the last request handled (forwarded and reported), or the starting point.
         self.last_id = ZERO_ID
         self._save_failed = False

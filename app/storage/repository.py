@@ -54,6 +54,10 @@ class Storage:
         """The bin as stored now, or None."""
         return store.get_bin(self._engine, bin_id)
 
+    def list_bins(self, *, limit: int, before: str | None = None) -> list[Item]:
+        """Up to ``limit`` bins, newest first, optionally made before bin ``before``."""
+        return store.list_bins(self._engine, limit=limit, before=before)
+
     def cached_bin(self, bin_id: str) -> Item | None:
         """The bin, possibly a few seconds old (the capture path's lookup), or None."""
         return self._bins.get(bin_id)

@@ -115,6 +115,21 @@ _SETTABLE = frozenset(
 )
 
 
+def list_bins(engine: Engine, *, limit: int, before: str | None = None) -> list[dict[str, Any]]:
+    """Up to ``limit`` bins, newest first, optionally made before bin ``before``."""
+    query = sa.select(bins).order_by(bins.c.created_at.desc(), bins.c.id.desc()).limit(limit)
+    if before is not None:
+        cursor = sa.select(bins.c.created_at).where(bins.c.id == before).scalar_subquery()
+        query = query.where(
+            sa.or_(
+                bins.c.created_at < cursor,
+                sa.and_(bins.c.created_at == cursor, bins.c.id < before),
+            )
+        )
+    with engine.connect() as conn:
+        return [_bin_item(row) for row in conn.execute(query)]
+
+
 def update_bin(engine: Engine, bin_id: str, **changes: Any) -> dict[str, Any] | None:
     """Set ``forward_url``, ``auto_forward``, ``signing``, ``responses``, ``retention_seconds``,
     ``max_requests``, ``senders``, ``senders_action`` and/or the access columns; returns the bin.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException
 
+from app.access import keys
 from app.bins import names, paging
 from app.bins import settings as bin_settings
 from app.config import PROJECT_ROOT
@@ -17,8 +19,11 @@ from app.delivery.queue import DELIVERED, retry_now, state_of
 from app.delivery.replay import TargetRefused, replay
 from app.delivery.reports import parse_listen_report
 from app.limits.policy import source_key
-from app.web.lookup import bin_or_404, request_or_404, services, storage, verdicts_of
+from app.web import auth
+from app.web.auth import Grant, bin_or_404, request_or_404
+from app.web.lookup import services, storage, verdicts_of
 from app.web.serialize import public_attempt, public_bin, public_forward, public_request
+from app.web.urls import view_url
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -73,9 +78,31 @@ def _json_body() -> dict[str, Any]:
     return data
 
 
+@bp.get("/bins")
+def list_bins() -> Response | tuple[Response, int]:
+    """Every bin, for operators: newest first, ``limit`` per page, ``before`` a bin id."""
+    if not auth.operator():
+        auth.refuse(Grant.NONE, Grant.MANAGE, json=True)
+    try:
+        limit = paging.page_limit(request.args.get("limit"), services().settings.page_size)
+    except Invalid as exc:
+        return _invalid(exc)
+    before = request.args.get("before") or None
+    found = storage().list_bins(limit=limit, before=before)
+    next_cursor = found[-1]["id"] if len(found) == limit else None
+    return jsonify({"items": [public_bin(b) for b in found], "next": next_cursor})
+
+
 @bp.post("/bins")
 def create_bin() -> tuple[Response, int]:
-    """Create a bin: named when the body says ``{"name": ...}``, else with a random id."""
+    """Create a bin: named when the body says ``{"name": ...}``, else with a random id.
+
+    The answer carries the bin's API ``token``, shown this once, and its view link.
+    """
+    if services().settings.create_bins == "token" and not auth.operator():
+        response, status = _error(401, "creating bins on this server needs an operator token")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="hookbin"'
+        return response, status
     refused = creation_refused()
     if refused is not None:
         return refused
@@ -88,11 +115,19 @@ def create_bin() -> tuple[Response, int]:
             name = bin_settings.check_name(data.get("name"))
         except Invalid as exc:
             return _invalid(exc)
+    token = keys.new_token()
     try:
-        created = names.create_bin(storage(), name, current_app.url_map)
+        created = names.create_bin(
+            storage(),
+            name,
+            current_app.url_map,
+            token_hash=keys.digest(token),
+            page_key_salt=keys.new_salt(),
+        )
     except names.NameRefused as exc:
         return _error(exc.status, str(exc))
-    return jsonify(public_bin(created)), 201
+    shown = public_bin(created, auth.page_key_of(created))
+    return jsonify({**shown, "token": token}), 201
 
 
 def creation_refused() -> tuple[Response, int] | None:
@@ -110,26 +145,78 @@ def creation_refused() -> tuple[Response, int] | None:
 @bp.get("/bins/<bin_id>")
 def get_bin(bin_id: str) -> Response:
     """One bin."""
-    return jsonify(public_bin(bin_or_404(bin_id)))
+    bin_ = bin_or_404(bin_id, Grant.READ)
+    page_key = auth.page_key_of(bin_) if auth.grant_of(bin_) is Grant.MANAGE else None
+    return jsonify(public_bin(bin_, page_key))
 
 
 @bp.patch("/bins/<bin_id>")
 def patch_bin(bin_id: str) -> Response | tuple[Response, int]:
     """Change a bin's forward target, auto-forward switch, signing secrets and responses."""
-    bin_or_404(bin_id)
+    bin_ = bin_or_404(bin_id, Grant.MANAGE)
     try:
         # Saving responses (even unchanged) starts the bin's rule counters over.
-        changes = bin_settings.changes_from_json(_json_body())
+        changes = bin_settings.changes_from_json(_json_body(), bin_)
     except Invalid as exc:
         return _invalid(exc)
-    updated = storage().update_bin(bin_id, **changes)
-    return jsonify(public_bin(updated or {}))
+    updated = storage().update_bin(bin_id, **changes) or {}
+    return jsonify(public_bin(updated, auth.page_key_of(updated)))
 
 
 @bp.delete("/bins/<bin_id>")
 def delete_bin(bin_id: str) -> tuple[str, int]:
     """Delete a bin and everything in it."""
+    bin_or_404(bin_id, Grant.MANAGE)
     if not storage().delete_bin(bin_id):
+        abort(404)
+    return "", 204
+
+
+@bp.post("/bins/<bin_id>/token")
+def new_token(bin_id: str) -> Response:
+    """A new API token for the bin, shown this once; the old one stops working."""
+    bin_or_404(bin_id, Grant.MANAGE)
+    token = keys.new_token()
+    storage().update_bin(bin_id, token_hash=keys.digest(token))
+    return jsonify({"token": token})
+
+
+@bp.post("/bins/<bin_id>/view-link")
+def new_view_link(bin_id: str) -> Response:
+    """A new view link for the bin; every older one stops working."""
+    bin_or_404(bin_id, Grant.MANAGE)
+    updated = storage().update_bin(bin_id, page_key_salt=keys.new_salt()) or {}
+    return jsonify(public_bin(updated, auth.page_key_of(updated)))
+
+
+@bp.get("/bins/<bin_id>/shares")
+def list_shares(bin_id: str) -> Response:
+    """The bin's read-only share links (their keys are never shown again)."""
+    bin_or_404(bin_id, Grant.MANAGE)
+    return jsonify({"items": storage().list_shares(bin_id)})
+
+
+@bp.post("/bins/<bin_id>/shares")
+def new_share(bin_id: str) -> tuple[Response, int]:
+    """A read-only share link of the bin: its ``key`` and ``url`` are shown this once."""
+    bin_or_404(bin_id, Grant.MANAGE)
+    data = _request_json() if request.get_data() else {}
+    if not isinstance(data, dict):
+        return _error(400, "expected a JSON object body (or no body)")
+    label = data.get("label")
+    if label is not None and (not isinstance(label, str) or len(label) > 100):
+        return _error(400, "label must be a string of at most 100 characters, or null")
+    share_key = keys.new_share_key()
+    share = storage().add_share(bin_id, keys.new_salt(), keys.digest(share_key), label or None)
+    url = view_url(bin_id) + "?" + urlencode({"share": share_key})
+    return jsonify({**share, "key": share_key, "url": url}), 201
+
+
+@bp.delete("/bins/<bin_id>/shares/<share_id>")
+def revoke_share(bin_id: str, share_id: str) -> tuple[str, int]:
+    """Revoke a share link: whoever holds it loses the bin at once."""
+    bin_or_404(bin_id, Grant.MANAGE)
+    if not storage().revoke_share(bin_id, share_id):
         abort(404)
     return "", 204
 
@@ -137,14 +224,14 @@ def delete_bin(bin_id: str) -> tuple[str, int]:
 @bp.delete("/bins/<bin_id>/requests")
 def clear_bin(bin_id: str) -> Response:
     """Delete every request of a bin."""
-    bin_or_404(bin_id)
+    bin_or_404(bin_id, Grant.MANAGE)
     return jsonify({"deleted": storage().clear_bin(bin_id)})
 
 
 @bp.get("/bins/<bin_id>/requests")
 def list_requests(bin_id: str) -> Response | tuple[Response, int]:
     """A page of a bin's requests, newest first."""
-    bin_ = bin_or_404(bin_id)
+    bin_ = bin_or_404(bin_id, Grant.READ)
     try:
         limit = paging.page_limit(request.args.get("limit"), services().settings.page_size)
         before_seq = paging.cursor(request.args.get("before"))
@@ -159,14 +246,15 @@ def list_requests(bin_id: str) -> Response | tuple[Response, int]:
 @bp.get("/requests/<request_id>")
 def get_request(request_id: str) -> Response:
     """One captured request (without its body)."""
-    item = request_or_404(request_id)
-    verdicts_of(bin_or_404(item["bin_id"]), [item])
+    item = request_or_404(request_id, Grant.READ)
+    verdicts_of(bin_or_404(item["bin_id"], Grant.READ), [item])
     return jsonify(public_request(item))
 
 
 @bp.delete("/requests/<request_id>")
 def delete_request(request_id: str) -> tuple[str, int]:
     """Delete one captured request."""
+    request_or_404(request_id, Grant.MANAGE)
     if not storage().delete_request(request_id):
         abort(404)
     return "", 204
@@ -177,7 +265,7 @@ def get_body(request_id: str) -> Response:
     """The exact bytes captured, as a download that no browser will render."""
     import io
 
-    item = request_or_404(request_id)
+    item = request_or_404(request_id, Grant.READ)
     data = storage().get_body(item["seq"])
     response = send_file(
         io.BytesIO(data),
@@ -194,7 +282,7 @@ def get_body(request_id: str) -> Response:
 @bp.get("/requests/<request_id>/attempts")
 def list_attempts(request_id: str) -> Response:
     """Every replay/forward attempt of a request, newest first."""
-    item = request_or_404(request_id)
+    item = request_or_404(request_id, Grant.READ)
     attempts = storage().list_attempts(item["seq"])
     return jsonify({"items": [public_attempt(a) for a in attempts]})
 
@@ -202,7 +290,7 @@ def list_attempts(request_id: str) -> Response:
 @bp.post("/requests/<request_id>/replay")
 def replay_request(request_id: str) -> tuple[Response, int]:
     """Replay a request to ``url`` (default: the bin's forward URL)."""
-    item = request_or_404(request_id)
+    item = request_or_404(request_id, Grant.MANAGE)
     data = _request_json() or {}
     if not isinstance(data, dict):
         return _error(400, "expected a JSON object body")
@@ -239,7 +327,7 @@ def replay_request(request_id: str) -> tuple[Response, int]:
 @bp.get("/requests/<request_id>/forward")
 def forward_state(request_id: str) -> Response | tuple[Response, int]:
     """Where the auto-forward of a request stands (404 when it was never queued)."""
-    item = request_or_404(request_id)
+    item = request_or_404(request_id, Grant.READ)
     current = services()
     state = current.storage.read(state_of, item["seq"])
     if state is None:
@@ -250,7 +338,7 @@ def forward_state(request_id: str) -> Response | tuple[Response, int]:
 @bp.post("/requests/<request_id>/forward/retry")
 def retry_forward(request_id: str) -> tuple[Response, int]:
     """Try the auto-forward of a request now: skip the wait, or re-open one given up on."""
-    item = request_or_404(request_id)
+    item = request_or_404(request_id, Grant.MANAGE)
     current = services()
     state = current.storage.write(retry_now, item["seq"])
     if state is None:
@@ -271,7 +359,7 @@ def openapi() -> Response:
 @bp.post("/requests/<request_id>/attempts")
 def report_attempt(request_id: str) -> tuple[Response, int]:
     """Store the outcome of a delivery made elsewhere (``hookbin listen`` on a laptop)."""
-    item = request_or_404(request_id)
+    item = request_or_404(request_id, Grant.MANAGE)
     try:
         report = parse_listen_report(_json_body())
     except Invalid as exc:

@@ -19,6 +19,8 @@ from app.web.lookup import services, storage
 
 __all__ = [
     "Grant",
+    "forget",
+    "bin_or_404",
     "credentials",
     "cross_site",
     "deployment_key",
@@ -27,6 +29,8 @@ __all__ = [
     "operator",
     "refuse",
     "remember",
+    "request_in_bin",
+    "request_or_404",
 ]
 
 
@@ -81,6 +85,48 @@ def grant_of(bin_: dict[str, Any] | None, creds: Credentials | None = None) -> G
         share_of=store.live_share,
         share_alive=store.share_alive,
     )
+
+
+def _api() -> bool:
+    return request.path.startswith("/api/")
+
+
+def bin_or_404(bin_id: str, need: Grant) -> dict[str, Any]:
+    """The bin ``bin_id`` when the request may do what ``need`` says with it.
+
+    Without a grant the answer is 401 whether or not the bin exists; only those who may see it
+    learn that it is gone (404).
+    """
+    creds = credentials(query_token=False)
+    found = storage().get_bin(bin_id)
+    grant = grant_of(found, creds)
+    if grant < need:
+        refuse(grant, need, json=_api())
+    if found is None:
+        abort(404)
+    return found
+
+
+def request_or_404(request_id: str, need: Grant) -> dict[str, Any]:
+    """The request ``request_id`` when the request may do what ``need`` says with its bin."""
+    store = storage()
+    item = store.get_request(request_id)
+    bin_ = store.get_bin(item["bin_id"]) if item is not None else None
+    grant = grant_of(bin_)
+    if grant < need:
+        refuse(grant, need, json=_api())
+    if item is None or bin_ is None:
+        abort(404)
+    return item
+
+
+def request_in_bin(bin_id: str, request_id: str, need: Grant) -> dict[str, Any]:
+    """Request ``request_id`` of bin ``bin_id``, when the request may do what ``need`` says."""
+    bin_or_404(bin_id, need)
+    item = storage().get_request(request_id)
+    if item is None or item["bin_id"] != bin_id:
+        abort(404)
+    return item
 
 
 def refuse(grant: Grant, need: Grant, *, json: bool) -> NoReturn:
@@ -151,6 +197,22 @@ def cross_site() -> bool:
             return True
         return urlsplit(origin).netloc.lower() not in own_hosts()
     return False
+
+
+def refuse_cross_site_writes() -> None:
+    """Refuse a write that another site's page sent with this browser's cookie (CSRF).
+
+    Registered for every page and API request; a request that authenticates with a bearer token
+    carries no ambient credential, so it is not at risk.
+    """
+    if request.method in ("GET", "HEAD", "OPTIONS") or _bearer() is not None:
+        return
+    if cross_site():
+        if _api():
+            response = current_app.json.response({"error": "cross-site request refused"})
+            response.status_code = 403
+            abort(response)
+        abort(403, "this form was sent by another site")
 
 
 def page_key_of(bin_: dict[str, Any]) -> str | None:

@@ -9,6 +9,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
+from app.access import keys
 from app.bins import names, paging
 from app.bins.settings import changes_from_form, check_target_url
 from app.capture.handler import CAPTURE_PREFIX
@@ -20,8 +21,12 @@ from app.inspect.bodyview import build_view
 from app.inspect.display import hex_dump, human_size
 from app.rules import form as answerform
 from app.signing.common import PROVIDERS
+from app.web import auth
+from app.web.access_pages import access_context
 from app.web.api import creation_refused
-from app.web.lookup import bin_or_404, request_in_bin, services, storage, verdicts_of
+from app.web.auth import Grant, bin_or_404, forget, request_in_bin
+from app.web.lookup import services, storage, verdicts_of
+from app.web.serialize import secret_hint
 from app.web.urls import capture_url
 
 bp = Blueprint("web", __name__)
@@ -32,6 +37,11 @@ _HEX_CAP = 64 * 1024
 @bp.app_context_processor
 def _signing_providers() -> dict[str, Any]:
     return {"providers": ("auto", *PROVIDERS)}
+
+
+@bp.app_template_global("secret_hint")
+def _secret_hint(secret: str) -> str:
+    return secret_hint(secret)
 
 
 @bp.app_template_global("responses_fields")
@@ -95,37 +105,63 @@ def healthz() -> tuple[dict[str, Any], int]:
     return {"ok": True}, 200
 
 
+def _held() -> list[dict[str, Any]]:
+    """The bins this browser holds that still exist, newest first."""
+    store = storage()
+    shown = []
+    for bin_id, grant in reversed(list(auth.held_bins().items())):
+        found = store.get_bin(bin_id)
+        if found is not None:
+            shown.append({**found, "read_only": grant != "manage"})
+    return shown
+
+
 @bp.get("/")
 def index() -> str:
-    """Landing page with the one button that makes a bin."""
-    return render_template("index.html")
+    """Landing page with the one button that makes a bin, and the bins this browser holds."""
+    return render_template("index.html", held=_held())
 
 
 @bp.post("/bins")
 def create_bin() -> ResponseReturnValue:
-    """Create a bin (named when the form gives a name) and go to its page."""
+    """Create a bin (named when the form gives a name), keep it in this browser, open its page."""
     name = (request.form.get("name") or "").strip()
+    if services().settings.create_bins == "token":
+        message = "On this server only operators create bins (through the API)."
+        return render_template("index.html", name=name, name_error=message, held=_held()), 403
     refused = creation_refused()
     if refused is not None:
         if request.accept_mimetypes.best_match(["application/json", "text/html"]) != "text/html":
             return refused
         # A person at the form: the page again, saying why and for how long.
         response, status = refused
-        page = render_template("index.html", name=name, name_error=response.get_json()["error"])
+        error = response.get_json()["error"]
+        page = render_template("index.html", name=name, name_error=error, held=_held())
         return page, status, {"Retry-After": response.headers["Retry-After"]}
     try:
-        created = names.create_bin(storage(), name or None, current_app.url_map)
+        created = names.create_bin(
+            storage(),
+            name or None,
+            current_app.url_map,
+            token_hash=keys.digest(keys.new_token()),  # this one is never shown: make a new one
+            page_key_salt=keys.new_salt(),
+        )
     except names.NameRefused as exc:
         # Back to the form, with what was typed and why it cannot be used.
-        return render_template("index.html", name=name, name_error=str(exc)), exc.status
-    return redirect(url_for("web.bin_page", bin_id=created["id"]), code=303)
+        page = render_template("index.html", name=name, name_error=str(exc), held=_held())
+        return page, exc.status
+    response = redirect(url_for("web.bin_page", bin_id=created["id"]), code=303)
+    return auth.remember(response, created["id"], "manage")
 
 
 def _page_context(bin_: dict[str, Any]) -> dict[str, Any]:
     limit = services().settings.page_size
     items = verdicts_of(bin_, storage().list_requests(bin_["id"], limit=limit))
+    can_manage = auth.grant_of(bin_) is Grant.MANAGE
     return {
         "bin": bin_,
+        "can_manage": can_manage,
+        **(access_context(bin_) if can_manage else {}),
         "capture_url": capture_url(bin_["id"]),
         "items": items,
         "more": items[-1]["id"] if len(items) == limit else None,
@@ -134,23 +170,50 @@ def _page_context(bin_: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.get("/bins/<bin_id>")
-def bin_page(bin_id: str) -> str:
-    """A bin: its capture URL, the live list of requests, the detail pane."""
-    return render_template("bin.html", **_page_context(bin_or_404(bin_id)), detail=None)
+def bin_page(bin_id: str) -> Response | str:
+    """A bin: its capture URL, the live list of requests, the detail pane.
+
+    Opened with its view link (``?key=``) or a share link (``?share=``), the page keeps the bin in
+    this browser and sends it on to the plain address, so the key stays out of its history.
+    """
+    opened = _open_with_link(bin_id)
+    if opened is not None:
+        return opened
+    return render_template("bin.html", **_page_context(bin_or_404(bin_id, Grant.READ)), detail=None)
+
+
+def _open_with_link(bin_id: str) -> Response | None:
+    key, share_key = request.args.get("key"), request.args.get("share")
+    if not key and not share_key:
+        return None
+    store = storage()
+    found = store.get_bin(bin_id)
+    grant = None
+    if found is not None and key:
+        if keys.page_key_matches(auth.deployment_key(), bin_id, found["page_key_salt"], key):
+            grant = "manage"
+    elif found is not None and share_key:
+        share = store.live_share(keys.digest(share_key))
+        if share is not None and share["bin_id"] == bin_id:
+            grant = f"share:{share['id']}"
+    if grant is None:
+        auth.refuse(Grant.NONE, Grant.READ, json=False)
+    response = redirect(url_for("web.bin_page", bin_id=bin_id), code=303)
+    return auth.remember(response, bin_id, grant)
 
 
 @bp.get("/bins/<bin_id>/r/<request_id>")
 def request_page(bin_id: str, request_id: str) -> str:
     """A bin's page with one request opened (a link that can be shared within a team)."""
-    bin_ = bin_or_404(bin_id)
-    detail = _detail_context(bin_, request_in_bin(bin_id, request_id))
+    bin_ = bin_or_404(bin_id, Grant.READ)
+    detail = _detail_context(bin_, request_in_bin(bin_id, request_id, Grant.READ))
     return render_template("bin.html", **{**_page_context(bin_), **detail}, detail=True)
 
 
 @bp.get("/bins/<bin_id>/rows")
 def older_rows(bin_id: str) -> str:
     """The next page of older requests (htmx "load more")."""
-    bin_ = bin_or_404(bin_id)
+    bin_ = bin_or_404(bin_id, Grant.READ)
     try:
         before = paging.cursor(request.args.get("before"))
     except Invalid as exc:
@@ -193,7 +256,7 @@ def forward_state(bin_id: str, request_id: str) -> str:
     ``seen`` is how many attempts the page lists: when tries were made since, the attempts list
     comes along (out-of-band), so the page never says "gave up after 6 tries" over three.
     """
-    item = request_in_bin(bin_id, request_id)
+    item = request_in_bin(bin_id, request_id, Grant.READ)
     store = storage()
     forward = _forward(store.read(state_of, item["seq"]))
     attempts = store.list_attempts(item["seq"])
@@ -211,7 +274,7 @@ def forward_state(bin_id: str, request_id: str) -> str:
 @bp.post("/bins/<bin_id>/requests/<request_id>/forward/retry")
 def retry_forward(bin_id: str, request_id: str) -> str:
     """The "Retry now" button: make the forward due at once, or re-open one given up on."""
-    item = request_in_bin(bin_id, request_id)
+    item = request_in_bin(bin_id, request_id, Grant.MANAGE)
     current = services()
     forward = _forward(current.storage.write(retry_now, item["seq"]))
     current.delivery.wake()
@@ -224,16 +287,16 @@ def retry_forward(bin_id: str, request_id: str) -> str:
 @bp.get("/bins/<bin_id>/requests/<request_id>")
 def request_detail(bin_id: str, request_id: str) -> str:
     """The detail pane of one request (htmx fragment)."""
-    bin_ = bin_or_404(bin_id)
-    detail = _detail_context(bin_, request_in_bin(bin_id, request_id))
+    bin_ = bin_or_404(bin_id, Grant.READ)
+    detail = _detail_context(bin_, request_in_bin(bin_id, request_id, Grant.READ))
     return render_template("fragments/detail.html", **detail)
 
 
 @bp.post("/bins/<bin_id>/requests/<request_id>/replay")
 def replay_request(bin_id: str, request_id: str) -> str | tuple[str, int]:
     """Replay from the page; answers with the refreshed attempts list."""
-    bin_ = bin_or_404(bin_id)
-    item = request_in_bin(bin_id, request_id)
+    bin_ = bin_or_404(bin_id, Grant.MANAGE)
+    item = request_in_bin(bin_id, request_id, Grant.MANAGE)
     current = services()
     error: str | None = None
     new_target: str | None = None
@@ -279,7 +342,7 @@ def attempts_fragment(
 @bp.post("/bins/<bin_id>/requests/<request_id>/delete")
 def delete_request(bin_id: str, request_id: str) -> Response | str:
     """Delete one request."""
-    request_in_bin(bin_id, request_id)
+    request_in_bin(bin_id, request_id, Grant.MANAGE)
     store = storage()
     store.delete_request(request_id)
     if _is_htmx():
@@ -318,7 +381,7 @@ def _settings_refused(bin_: dict[str, Any], refused: Invalid) -> str | tuple[str
 @bp.post("/bins/<bin_id>/settings")
 def bin_settings(bin_id: str) -> Response | str | tuple[str, int]:
     """Save the forward target, the auto-forward switch, signing secrets, responses and limits."""
-    bin_ = bin_or_404(bin_id)
+    bin_ = bin_or_404(bin_id, Grant.MANAGE)
     try:
         # Signing and responses are in only when changed: a change re-checks every stored
         # signature, or starts the rule counters over.
@@ -334,7 +397,7 @@ def bin_settings(bin_id: str) -> Response | str | tuple[str, int]:
 @bp.post("/bins/<bin_id>/clear")
 def clear_bin(bin_id: str) -> Response:
     """Delete every request of the bin."""
-    bin_or_404(bin_id)
+    bin_or_404(bin_id, Grant.MANAGE)
     storage().clear_bin(bin_id)
     return redirect(url_for("web.bin_page", bin_id=bin_id), code=303)
 
@@ -342,5 +405,6 @@ def clear_bin(bin_id: str) -> Response:
 @bp.post("/bins/<bin_id>/delete")
 def delete_bin(bin_id: str) -> Response:
     """Delete the bin and everything in it."""
+    bin_or_404(bin_id, Grant.MANAGE)
     storage().delete_bin(bin_id)
-    return redirect(url_for("web.index"), code=303)
+    return forget(redirect(url_for("web.index"), code=303), bin_id)

@@ -28,7 +28,8 @@ from app.delivery.edit import (
 )
 from app.delivery.replay import TargetRefused, replay, suffix_of
 from app.inspect.diff import Side, compare
-from app.web.lookup import bin_or_404, request_in_bin, services, storage, verdicts_of
+from app.web.auth import Grant, bin_or_404, request_in_bin
+from app.web.lookup import services, storage, verdicts_of
 from app.web.pages import attempts_fragment, remember_target
 
 bp = Blueprint("webreplay", __name__)
@@ -51,8 +52,8 @@ def edit_form(bin_id: str, request_id: str) -> str:
 
     The target is the one typed next to the Replay button (sent along as ``url``), if any.
     """
-    bin_ = bin_or_404(bin_id)
-    item = request_in_bin(bin_id, request_id)
+    bin_ = bin_or_404(bin_id, Grant.READ)
+    item = request_in_bin(bin_id, request_id, Grant.READ)
     verdicts_of(bin_, [item])
     headers = replay_headers([(name, value) for name, value in item["headers"]])
     return render_template(
@@ -70,8 +71,8 @@ def edit_form(bin_id: str, request_id: str) -> str:
 @bp.post("/bins/<bin_id>/requests/<request_id>/replay-edited")
 def replay_edited(bin_id: str, request_id: str) -> str | tuple[str, int]:
     """Send the edited (and possibly re-signed) request; answers with the attempts list."""
-    bin_ = bin_or_404(bin_id)
-    item = request_in_bin(bin_id, request_id)
+    bin_ = bin_or_404(bin_id, Grant.MANAGE)
+    item = request_in_bin(bin_id, request_id, Grant.MANAGE)
     current = services()
     form: MultiDict[str, str] = request.form
     error, status = None, 200
@@ -136,7 +137,7 @@ def _attempt_side(attempt: dict[str, Any], fallback: Side) -> Side:
 @bp.get("/bins/<bin_id>/diff")
 def diff_page(bin_id: str) -> str:
     """Compare request ``a`` with request ``b``, or with what replay ``attempt`` of it sent."""
-    bin_ = bin_or_404(bin_id)
+    bin_ = bin_or_404(bin_id, Grant.READ)
     current = services()
     store = current.storage
     a_id = request.args.get("a", "")
@@ -146,13 +147,13 @@ def diff_page(bin_id: str) -> str:
         abort(400, "give the request to compare as ?a=<request id>")
     if b_id and attempt_arg:
         abort(400, "compare with another request (b) or with a replay (attempt), not both")
-    left_item = request_in_bin(bin_id, a_id)
+    left_item = request_in_bin(bin_id, a_id, Grant.READ)
     left_body = store.get_body(left_item["seq"])
     comparison = None
     right_item = None
     attempt = None
     if b_id:
-        right_item = request_in_bin(bin_id, b_id)
+        right_item = request_in_bin(bin_id, b_id, Grant.READ)
         comparison = compare(
             _request_side(left_item, left_body),
             _request_side(right_item, store.get_body(right_item["seq"])),

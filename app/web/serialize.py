@@ -19,14 +19,35 @@ def public_request(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k not in _INTERNAL_FIELDS}
 
 
-def public_bin(bin_: dict[str, Any]) -> dict[str, Any]:
-    """A bin with its absolute URLs (internal bookkeeping left out)."""
+def public_bin(bin_: dict[str, Any], page_key: str | None = None) -> dict[str, Any]:
+    """A bin with its absolute URLs, internal bookkeeping left out and secrets only hinted at.
+
+    ``page_key`` (for those who may manage the bin) makes ``view_url`` the bin's view link.
+    """
     shown = {k: v for k, v in bin_.items() if k not in _INTERNAL_FIELDS}
+    shown["signing"] = signing_shown(bin_.get("signing"))
     return {
         **shown,
         **bin_limits(bin_),
         "capture_url": capture_url(bin_["id"]),
-        "view_url": view_url(bin_["id"]),
+        "view_url": view_url(bin_["id"], page_key),
+    }
+
+
+def secret_hint(secret: str) -> str:
+    """What is shown of a saved secret: its last four characters, when it is long enough."""
+    return "\u2026" + secret[-4:] if len(secret) >= 12 else "\u2026"
+
+
+def signing_shown(signing: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A bin's signing setting as shown: the provider and how many secrets are set, never them."""
+    if signing is None:
+        return None
+    secrets = signing.get("secrets") or []
+    return {
+        "provider": signing.get("provider", "auto"),
+        "secrets_set": len(secrets),
+        "secret_hints": [secret_hint(s) for s in secrets],
     }
 
 

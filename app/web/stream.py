@@ -24,6 +24,7 @@ from app.bins import paging
 from app.core import fastjson, lifecycle
 from app.core.invalid import Invalid
 from app.storage.ids import seq_from_id
+from app.web import auth
 from app.web.lookup import services, storage, verdicts_of
 from app.web.serialize import public_request
 
@@ -66,12 +67,12 @@ def handshake_problem(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def _refuse(message: str, *, json: bool) -> NoReturn:
+def _refuse(message: str, *, json: bool, status: int = 400) -> NoReturn:
     if json:
         response = current_app.json.response({"error": message})
     else:
         response = Response(message + "\n", mimetype="text/plain")
-    response.status_code = 400
+    response.status_code = status
     # Which version to speak instead, the way RFC 6455 4.4 answers an unsupported one.
     response.headers["Sec-WebSocket-Version"] = _WEBSOCKET_VERSION
     abort(response)
@@ -88,7 +89,14 @@ def _check_stream_request() -> None:
     problem = handshake_problem(request.headers)
     if problem is not None:
         _refuse(problem, json=json)
-    if storage().get_bin(match["api"] or match["page"]) is None:
+    if auth.cross_site():
+        # A page of another site may open a socket with this browser's cookie: never.
+        _refuse("this stream is not for other sites' pages", json=json, status=403)
+    bin_ = storage().get_bin(match["api"] or match["page"])
+    grant = auth.grant_of(bin_, auth.credentials(query_token=True))
+    if grant < auth.Grant.READ:
+        auth.refuse(grant, auth.Grant.READ, json=json)
+    if bin_ is None:
         abort(404)  # JSON under /api, the not-found page elsewhere
     try:
         paging.cursor(request.args.get("after"), "after")

@@ -19,6 +19,8 @@ def capture_url(bin_id: str) -> str:
     return f"{base_url()}{CAPTURE_PREFIX}{bin_id}"
 
 
-def view_url(bin_id: str) -> str:
-    """The bin's page."""
+def view_url(bin_id: str, key: str | None = None) -> str:
+    """The bin's page; with ``key``, its view link, which opens the bin for whoever holds it."""
+    if key:
+        return base_url() + url_for("web.bin_page", bin_id=bin_id, key=key)
     return base_url() + url_for("web.bin_page", bin_id=bin_id)
