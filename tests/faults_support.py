@@ -206,3 +206,17 @@ class Senders:
         self.stop.set()
         for t in self._threads:
             t.join(30)
+
+
+def kill_a_worker_under_load(master: int, senders: Senders) -> None:
+    """SIGKILL one gunicorn worker of ``master`` while ``senders`` send; wait until the master
+    has replaced it and a further 200 captures were acknowledged."""
+    killed = worker_pids(master)[0]
+    os.kill(killed, signal.SIGKILL)
+    wait_until(
+        lambda: killed not in worker_pids(master) and len(worker_pids(master)) == 2,
+        30,
+        "the killed worker was not replaced",
+    )
+    after = len(senders.acknowledged)
+    wait_until(lambda: len(senders.acknowledged) >= after + 200, 30, "no captures after")

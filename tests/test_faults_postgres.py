@@ -7,7 +7,6 @@ was not stored; once the database is back, the server recovers by itself.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -19,7 +18,13 @@ import pytest
 
 from app.storage.migrate import upgrade
 from tests.conftest import Server, start_server
-from tests.faults_support import PgCluster, Senders, kill_all, wait_until, worker_pids
+from tests.faults_support import (
+    PgCluster,
+    Senders,
+    kill_a_worker_under_load,
+    kill_all,
+    wait_until,
+)
 from tests.test_stream import Viewer
 
 pytestmark = pytest.mark.postgres
@@ -134,19 +139,8 @@ def test_kill_9_under_load_loses_no_acknowledged_capture(
         senders = Senders(bin_["capture_url"], threads=8)
         wait_until(lambda: len(senders.acknowledged) >= 300, 60, "no load")
         if victim == "one worker":
-            killed = worker_pids(srv.process.pid)[0]
-            os.kill(killed, signal.SIGKILL)
             # The master replaces it, and captures go on.
-            wait_until(
-                lambda: (
-                    killed not in worker_pids(srv.process.pid)
-                    and len(worker_pids(srv.process.pid)) == 2
-                ),
-                30,
-                "the killed worker was not replaced",
-            )
-            after = len(senders.acknowledged)
-            wait_until(lambda: len(senders.acknowledged) >= after + 200, 30, "no captures after")
+            kill_a_worker_under_load(srv.process.pid, senders)
         else:
             kill_all(srv.process.pid)
             srv.process.wait()

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import sqlite3
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import start_server
-from tests.faults_support import Senders, process_tree, wait_until, worker_pids
+from tests.faults_support import (
+    Senders,
+    kill_a_worker_under_load,
+    process_tree,
+    wait_until,
+)
 
 
 def _stored_ids(sqlite_url: str) -> set[str]:
@@ -32,18 +36,7 @@ def test_kill_9_of_one_worker_under_load_loses_no_acknowledged_capture(
         bin_ = srv.create_bin()
         senders = Senders(bin_["capture_url"], threads=8)
         wait_until(lambda: len(senders.acknowledged) >= 300, 60, "no load")
-        killed = worker_pids(srv.process.pid)[0]
-        os.kill(killed, signal.SIGKILL)
-        wait_until(
-            lambda: (
-                killed not in worker_pids(srv.process.pid)
-                and len(worker_pids(srv.process.pid)) == 2
-            ),
-            30,
-            "the killed worker was not replaced",
-        )
-        after = len(senders.acknowledged)
-        wait_until(lambda: len(senders.acknowledged) >= after + 200, 30, "no captures after")
+        kill_a_worker_under_load(srv.process.pid, senders)
         senders.join()
     finally:
         if senders is not None:
