@@ -34,7 +34,7 @@ class Storage:
         self._engine = engine
         self._writes = writes
         self._bins = BinCache(lambda bin_id: store.get_bin(engine, bin_id), bin_ttl_seconds)
-        self._deployment_id: str | None = None
+        self._deployment_key: str | None = None
 
     # -- for storage-owning modules (the forward queue, rule counters, the live hub) ---------------
 
@@ -184,14 +184,20 @@ class Storage:
         """A secret every process of the deployment shares (e.g. ``cookie_key``)."""
         return shares.instance_secret(self._engine, name)
 
+    def deployment_key(self) -> str:
+        """The deployment's own secret (made by migration 0005), read once per process."""
+        if self._deployment_key is None:
+            key = self.instance_secret("cookie_key")
+            if not key:
+                raise RuntimeError("the database has no cookie_key: run hookbin migrate")
+            self._deployment_key = key
+        return self._deployment_key
+
     def deployment_id(self) -> str:
         """A public id of this deployment, the same in every process and host that share the
         database (it marks the requests Hookbin sends)."""
-        if self._deployment_id is None:
-            key = self.instance_secret("cookie_key") or ""
-            digest = hashlib.sha256(f"deployment:{key}".encode()).hexdigest()
-            self._deployment_id = f"hb-{digest[:16]}"
-        return self._deployment_id
+        digest = hashlib.sha256(f"deployment:{self.deployment_key()}".encode()).hexdigest()
+        return f"hb-{digest[:16]}"
 
     def ping(self) -> None:
         """Raise unless the database answers."""

@@ -36,14 +36,7 @@ __all__ = [
 
 def deployment_key() -> str:
     """The deployment's own secret (signs cookies, derives view-link keys)."""
-    current = services()
-    key = getattr(current, "_deployment_key", None)
-    if key is None:
-        key = current.storage.instance_secret("cookie_key")
-        if not key:
-            raise RuntimeError("the database has no cookie_key: run hookbin migrate")
-        current._deployment_key = key  # type: ignore[attr-defined]
-    return key
+    return storage().deployment_key()
 
 
 def _bearer() -> str | None:
