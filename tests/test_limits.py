@@ -161,7 +161,8 @@ def test_processes_together_admit_the_limit_within_the_stated_tolerance(
             else:
                 # Refused only once the limit's worth of hits was really admitted.
                 assert admitted >= limit
-        # docs/limits.md: at most N + P x (chunk - 1); exactly N when the chunk is 1.
+        # Shares that land at once: at most N + P x (chunk - 1), exactly N when the chunk is 1
+        # (docs/limits.md allows as many again for shares still in flight).
         assert limit <= admitted <= limit + processes * (rate.chunk - 1)
 
 

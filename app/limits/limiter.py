@@ -5,8 +5,9 @@ shared count (``counts.add_hits``, one upsert returning the window's total) toge
 hit that makes ``Rate.chunk`` of them, or with any hit that would reach the limit by its own
 reckoning (the last total it saw plus its unshared hits). That hit is decided on the fresh
 total. So nothing is refused before the limit's worth of hits was admitted by all processes
-together, and the count overshoots only by hits other processes have not shared yet: fewer than
-one chunk each (docs/limits.md states the bound). A key found full stays full in this process
+together, and the count overshoots only by hits not shared yet when the window filled: fewer
+than a chunk per process, and as many again admitted while a process's last share was in flight
+(docs/limits.md states the bound). A key found full stays full in this process
 until its window ends, so refused hits cost no database work at all.
 """
 
